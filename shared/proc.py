@@ -1,0 +1,87 @@
+"""Running a function in another OS process: a fresh interpreter, or a fork.
+
+``run_child("pkg.module:function", key=value)`` starts ``python -m shared.proc`` with the
+arguments as JSON and returns the function's JSON result. The child shares nothing with the
+parent but the files on disk, which is what a persistence lesson needs to prove.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from importlib import import_module
+from typing import Any
+
+from shared import ROOT
+
+_MARK = "__CHILD_RESULT__ "
+
+
+class ChildProcessError(RuntimeError):
+    """The child exited non-zero; the message carries the tail of its stderr."""
+
+
+def _command(target: str, kwargs: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "shared.proc", target, json.dumps(kwargs)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_child(target: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start ``target`` in a fresh interpreter and return at once (to wait on, or to kill)."""
+    return subprocess.Popen(_command(target, kwargs), cwd=ROOT, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def child_result(proc: subprocess.Popen[str], target: str, timeout: float = 120) -> Any:
+    """Wait for a child started by ``start_child`` and return its JSON result."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise ChildProcessError(f"{target} did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = "\n".join(err.strip().splitlines()[-5:])
+        raise ChildProcessError(f"{target} exited with status {proc.returncode}: {tail}")
+    for line in reversed(out.splitlines()):
+        if line.startswith(_MARK):
+            return json.loads(line[len(_MARK):])
+    raise ChildProcessError(f"{target} printed no result")
+
+
+def run_child(target: str, /, *, timeout: float = 120, **kwargs: Any) -> Any:
+    """Run ``module:function(**kwargs)`` in a fresh Python interpreter; return its result."""
+    return child_result(start_child(target, **kwargs), target, timeout)
+
+
+def fork_child(func: Any, *args: Any) -> multiprocessing.process.BaseProcess:
+    """Start ``func(*args)`` in a forked child (spawned where fork is unavailable).
+
+    A fork starts in milliseconds, which makes a hundred crash trials affordable; the child
+    still dies alone when killed, and the parent only ever reads what it left on disk.
+    """
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    proc = multiprocessing.get_context(method).Process(target=func, args=args, daemon=True)
+    proc.start()
+    return proc
+
+
+def _main(argv: list[str]) -> int:
+    target, payload = argv
+    module_name, _, func_name = target.partition(":")
+    func = getattr(import_module(module_name), func_name)
+    result = func(**json.loads(payload))
+    print(_MARK + json.dumps(result, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,85 @@
+"""Opening LangGraph's ``SqliteSaver`` safely, and reading what it stored.
+
+``SqliteSaver.from_conn_string`` is a context manager; called on a path whose directory is
+missing or read-only it fails deep inside ``sqlite3`` with "unable to open database file".
+``open_sqlite_saver`` checks the location first and says what is wrong and how to fix it,
+without creating anything on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from shared.errors import DatabaseLocationError
+
+
+def check_database_location(path: str | Path) -> Path:
+    """Refuse a path whose directory is missing, is not a directory, or is not writable."""
+    path = Path(path).expanduser()
+    parent = path.parent.resolve()
+    if path.is_dir():
+        raise DatabaseLocationError(
+            f"{path} is a directory, not a database file: give a file path such as "
+            f"{path / 'checkpoints.sqlite'}.")
+    if not parent.exists():
+        raise DatabaseLocationError(
+            f"The directory {parent} for the SQLite database does not exist: create it "
+            f"(mkdir -p {parent}) or choose a path in an existing directory.")
+    if not parent.is_dir():
+        raise DatabaseLocationError(
+            f"{parent} is a file, not a directory, so {path.name} cannot be created in it: "
+            "choose a path in a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DatabaseLocationError(
+            f"The directory {parent} is not writable by this user, and SQLite needs to write "
+            "the database and its -wal and -shm files there: choose a writable directory or "
+            "fix its permissions.")
+    return path
+
+
+def _location_error(path: Path, exc: sqlite3.Error) -> DatabaseLocationError:
+    return DatabaseLocationError(
+        f"SQLite could not open or write {path} ({exc}): check that its directory is writable "
+        "and on a local disk, or choose another path.")
+
+
+@contextmanager
+def open_sqlite_saver(path: str | Path, *, serde: SerializerProtocol | None = None,
+                      busy_timeout_ms: int | None = None) -> Iterator[SqliteSaver]:
+    """A set-up ``SqliteSaver`` on ``path``, closed on exit.
+
+    The location is checked before ``sqlite3.connect`` so a bad path creates nothing.
+    """
+    path = check_database_location(path)
+    try:
+        conn = sqlite3.connect(path, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _location_error(path, exc) from exc
+    with closing(conn):
+        if busy_timeout_ms is not None:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        saver = SqliteSaver(conn, serde=serde)
+        try:
+            saver.setup()
+        except sqlite3.OperationalError as exc:
+            raise _location_error(path, exc) from exc
+        yield saver
+
+
+def sqlite_schema(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, bool, int]]]:
+    """Every table and its columns as ``(name, type, not_null, primary_key_position)``."""
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    schema: dict[str, list[tuple[str, str, bool, int]]] = {}
+    for table in tables:
+        # PRAGMA takes no parameters; the name comes from sqlite_master, never from a user.
+        rows = conn.execute(f"PRAGMA table_info({table!r})").fetchall()
+        schema[table] = [(r[1], r[2], bool(r[3]), r[5]) for r in rows]
+    return schema
