@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -61,7 +62,7 @@ class Ledger:
         return Counter(r["step"] for r in self.events(thread_id) if r["event"] == event)
 
 
-def _thread_id(config: dict[str, Any]) -> str:
+def _thread_id(config: RunnableConfig) -> str:
     return str(config["configurable"]["thread_id"])
 
 
@@ -82,7 +83,6 @@ def build_chat_graph(checkpointer: BaseCheckpointSaver | None,
     async def achatbot(state: ChatState) -> dict[str, Any]:
         return {"messages": [await llm.ainvoke(state["messages"])]}
 
-    from langchain_core.runnables import RunnableLambda
 
     builder = StateGraph(ChatState)
     builder.add_node("chatbot", RunnableLambda(chatbot, afunc=achatbot))
@@ -122,7 +122,7 @@ def build_pipeline_graph(checkpointer: BaseCheckpointSaver | None, ledger: Ledge
     """
 
     def make_step(step: str) -> Callable[..., dict[str, Any]]:
-        def run(state: PipelineState, config: dict[str, Any]) -> dict[str, Any]:
+        def run(state: PipelineState, config: RunnableConfig) -> dict[str, Any]:
             thread = _thread_id(config)
             ledger.record(thread, step, "start")
             if step_seconds:
@@ -177,7 +177,7 @@ def build_approval_graph(checkpointer: BaseCheckpointSaver | None, ledger: Ledge
         action, amount = plan_action(state["request"])
         return {"action": action, "amount": amount}
 
-    def execute_action(state: ApprovalState, config: dict[str, Any]) -> dict[str, Any]:
+    def execute_action(state: ApprovalState, config: RunnableConfig) -> dict[str, Any]:
         thread = _thread_id(config)
         ledger.record(thread, "execute_action", "enter")
         amount, by = state["amount"], state.get("approved_by", "")

@@ -25,10 +25,15 @@ def _checkpointer(graph: CompiledStateGraph) -> BaseCheckpointSaver:
 
 
 def pending(graph: CompiledStateGraph, config: dict[str, Any]) -> tuple[str, ...] | None:
-    """The nodes a thread would run next; None if the thread has no checkpoint at all."""
+    """The tasks of the thread's current step; ``()`` if finished, None if never started.
+
+    Not ``get_state(config).next``: when a process dies after a step's tasks saved their
+    writes but before the step's checkpoint was written, ``next`` is ``()`` although the run
+    is unfinished; ``tasks`` still lists those tasks, and ``invoke(None)`` carries on.
+    """
     if _checkpointer(graph).get_tuple(config) is None:
         return None
-    return tuple(graph.get_state(config).next)
+    return tuple(task.name for task in graph.get_state(config).tasks)
 
 
 def resume(graph: CompiledStateGraph, config: dict[str, Any], command: Command | None = None,
@@ -46,7 +51,7 @@ def resume(graph: CompiledStateGraph, config: dict[str, Any], command: Command |
     if not nodes:
         raise NothingToResume(
             f"Thread {thread!r} has nothing pending: its last run finished, so there is "
-            "nothing to resume; send it new input to continue the conversation.")
+            "nothing to resume; send it new input to start a new run.")
     snapshot = graph.get_state(config)
     if command is None and snapshot.interrupts:
         raise NothingToResume(
