@@ -1,0 +1,38 @@
+# LangGraph Checkpoint Mastery. Every target installs what it needs on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup m1 all test bench lint clean clean-all help
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install the project (once; again when pyproject.toml changes)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+m1: setup  ## Milestone 1: SQLite foundation (5 witnesses)
+	$(PY) -m shared.runner m1
+
+all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
+	$(PY) -m shared.runner all --readme
+
+test: setup  ## the test suite (what CI runs)
+	$(PY) -m pytest
+
+lint: setup  ## ruff
+	$(PY) -m ruff check .
+
+clean:  ## remove data, reports and caches (keeps .venv)
+	rm -rf .data reports .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+clean-all: clean  ## also remove .venv
+	rm -rf $(VENV)

@@ -1,0 +1,115 @@
+"""The ``ckpt`` command: look into a checkpoint database without writing to it.
+
+    ckpt inspect checkpoints.sqlite              # threads, checkpoints, bytes
+    ckpt inspect checkpoints.sqlite --thread T   # one thread's history, newest first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.errors import CheckpointError
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open a LangGraph SQLite checkpoint file read-only; never creates a file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
+                              "SQLite checkpoint database.")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointError(f"{path} is not a readable SQLite database ({exc}).") from exc
+    if not {"checkpoints", "writes"} <= tables:
+        conn.close()
+        raise CheckpointError(f"{path} has no LangGraph checkpoint tables: it was not written by "
+                              "SqliteSaver, or setup() never ran on it.")
+    return conn
+
+
+def inspect_threads(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        """
+        SELECT c.thread_id, count(*), sum(length(c.checkpoint) + length(c.metadata)),
+               max(c.checkpoint_id),
+               (SELECT count(*) FROM writes w WHERE w.thread_id = c.thread_id)
+        FROM checkpoints c GROUP BY c.thread_id ORDER BY c.thread_id
+        """).fetchall()
+    return [{"thread_id": r[0], "checkpoints": r[1], "checkpoint_bytes": r[2],
+             "latest_checkpoint_id": r[3], "writes": r[4]} for r in rows]
+
+
+def inspect_history(conn: sqlite3.Connection, thread_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        """
+        SELECT checkpoint_id, parent_checkpoint_id,
+               json_extract(CAST(metadata AS TEXT), '$.source'),
+               json_extract(CAST(metadata AS TEXT), '$.step'),
+               length(checkpoint) + length(metadata)
+        FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC
+        """, (thread_id,)).fetchall()
+    if not rows:
+        raise CheckpointError(f"Thread {thread_id!r} has no checkpoints in this database: run "
+                              "`ckpt inspect DB` without --thread to list the threads.")
+    return [{"checkpoint_id": r[0], "parent_checkpoint_id": r[1], "source": r[2],
+             "step": r[3], "bytes": r[4]} for r in rows]
+
+
+def _print_table(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for key in rows[0] if rows else ["(empty)"]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "" for v in row.values()))
+    console.print(table)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    conn = open_readonly(args.db)
+    try:
+        rows = (inspect_history(conn, args.thread) if args.thread else inspect_threads(conn))
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    size = sum(p.stat().st_size for p in args.db.parent.glob(args.db.name + "*") if p.is_file())
+    title = (f"thread {args.thread!r}" if args.thread else f"{args.db}") + \
+        f" ({size:,} bytes on disk with -wal/-shm)"
+    _print_table(Console(), title, rows)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ckpt", description="Inspect and operate LangGraph "
+                                     "checkpoint databases.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inspect", help="list threads, or one thread's checkpoint history",
+                       description="Read-only view of a SqliteSaver database.")
+    p.add_argument("db", type=Path, help="path of the SQLite checkpoint file")
+    p.add_argument("--thread", help="show this thread's checkpoints, newest first")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CheckpointError as exc:
+        print(f"ckpt: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
