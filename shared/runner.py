@@ -91,10 +91,10 @@ def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
                   "|---|---|---|---|---|"]
         for r in rows:
             w = Witness.from_dict(r)
-            for m in w.metrics:
+            for i, m in enumerate(w.metrics):
                 mark = {True: "✅", False: "❌", None: ""}[m.met]
-                lines.append(f"| {w.task} {w.title} | `{m.name}` | {m.shown()} | "
-                             f"{m.target or ''} | {mark} |")
+                task = f"{w.task} {w.title}" if i == 0 else ""
+                lines.append(f"| {task} | `{m.name}` | {m.shown()} | {m.target or ''} | {mark} |")
             if w.error:
                 lines.append(f"| {w.task} | error | {w.error} | | ❌ |")
         lines.append("")
