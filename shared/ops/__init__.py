@@ -1,0 +1,1 @@
+"""Operations on checkpoint data: prune, migrate, verify, metrics."""
