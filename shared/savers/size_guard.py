@@ -1,0 +1,343 @@
+"""A size guard for any checkpoint saver: refuse an oversized checkpoint before it is written.
+
+    saver = SizeGuardSaver(inner_saver, limit_bytes=10 * 1024 * 1024)
+    graph = builder.compile(checkpointer=saver)
+
+Before ``put``/``aput`` and ``put_writes``/``aput_writes`` reach the inner saver, the guard
+serializes what would be stored with the inner saver's own serde (``serde.dumps_typed``),
+the very bytes ``SqliteSaver`` and ``AsyncSqliteSaver`` put in ``checkpoints.checkpoint``
+and ``writes.value``:
+
+- above ``limit_bytes`` it raises ``CheckpointTooLarge`` and the inner saver is never
+  called, so no SQL statement runs and no transaction opens;
+- above ``warn_bytes`` it logs a warning on the ``shared.savers.size_guard`` logger and
+  writes. Logging, not ``warnings.warn``: the warnings module shows a warning once per call
+  site, so a service would hear about its first large checkpoint only; a log line is
+  emitted every time, names the thread, and goes wherever the service's logs go.
+
+What is measured: for ``put``, the whole checkpoint as one serialized blob (exactly the
+SQLite row; savers that store channel values as separate blobs, such as ``InMemorySaver``
+or ``PostgresSaver``, store the same bytes give or take a few bytes of msgpack framing).
+For ``put_writes``, the sum of the serialized write values of that call (one row each):
+what one task adds to the state in one step. Metadata is not counted.
+
+Capabilities: the conformance suite decides what a saver supports by which methods its
+class overrides. ``SizeGuardSaver(inner)`` therefore returns an instance of a subclass
+built once per inner type (``SizeGuardSaver[InMemorySaver]``) that overrides exactly the
+methods ``type(inner)`` overrides, sync and async counted separately, so the wrapper never
+claims a capability its inner saver lacks (``SqliteSaver`` has no ``aput_writes``, and
+neither has its guard).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from shared.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+DEFAULT_LIMIT_BYTES = 10 * MIB
+OFFLOAD_FIX = ("offload large bytes to S3 with the offloading serializer "
+               "(shared/savers/offload.py) or keep them out of the graph state")
+
+# Capability methods of BaseCheckpointSaver, the names the conformance suite checks (async)
+# plus their sync twins. The wrapper defines one only where the inner saver's class does.
+CAPABILITY_METHODS: tuple[str, ...] = (
+    "put", "put_writes", "get_tuple", "list", "delete_thread",
+    "delete_for_runs", "copy_thread", "prune",
+    "aput", "aput_writes", "aget_tuple", "alist", "adelete_thread",
+    "adelete_for_runs", "acopy_thread", "aprune",
+)
+
+
+def format_bytes(n: int) -> str:
+    """Human size in binary units: '15.0 MiB', '512.0 KiB', '87 bytes'."""
+    if n >= MIB:
+        return f"{n / MIB:.1f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
+
+
+def serialized_size(serde: SerializerProtocol, value: Any) -> int:
+    """Bytes ``serde`` produces for ``value``: the length of the blob a saver would store."""
+    return len(serde.dumps_typed(value)[1])
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    """What the guard measured for one ``put`` or ``put_writes`` call.
+
+    ``channels`` (serialized bytes per channel) is filled only above the warn threshold,
+    so a normal checkpoint costs one serialization, not two.
+    """
+
+    kind: Literal["checkpoint", "writes"]
+    thread_id: str
+    total_bytes: int
+    channels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def largest(self) -> tuple[str | None, int]:
+        if not self.channels:
+            return None, 0
+        name = max(self.channels, key=lambda k: self.channels[k])
+        return name, self.channels[name]
+
+    def describe(self) -> str:
+        """'The checkpoint for thread 't' serializes to 15.0 MiB (15,729,995 bytes)'."""
+        what = ("The checkpoint for thread {t!r} serializes" if self.kind == "checkpoint"
+                else "One task's writes for thread {t!r} serialize")
+        return (what.format(t=self.thread_id)
+                + f" to {format_bytes(self.total_bytes)} ({self.total_bytes:,} bytes)")
+
+    def describe_largest(self) -> str:
+        name, size = self.largest
+        if name is None:
+            return "it has no channel values"
+        return f"its largest channel is {name!r} at {format_bytes(size)} ({size:,} bytes)"
+
+
+class CheckpointTooLarge(CheckpointError):
+    """A checkpoint or a task's writes exceed the guard's limit; nothing was written."""
+
+    def __init__(self, report: SizeReport, limit_bytes: int) -> None:
+        self.report = report
+        self.limit_bytes = limit_bytes
+        name, size = report.largest
+        self.size_bytes = report.total_bytes
+        self.largest_channel = name
+        self.largest_channel_bytes = size
+        super().__init__(
+            f"{report.describe()}, above the {format_bytes(limit_bytes)} ({limit_bytes:,} "
+            f"bytes) limit, and {report.describe_largest()}, so nothing was written: "
+            f"{OFFLOAD_FIX}.")
+
+
+def _overrides(cls: type, name: str) -> bool:
+    """Whether ``cls`` replaces BaseCheckpointSaver's default ``name`` (the suite's test)."""
+    return getattr(cls, name, None) is not getattr(BaseCheckpointSaver, name, None)
+
+
+class SizeGuardSaver(BaseCheckpointSaver[Any]):
+    """Wrap ``inner`` so that oversized checkpoints and writes are refused before storage.
+
+    ``warn_bytes`` defaults to half of ``limit_bytes``. Everything except the size check is
+    delegated to ``inner``; the wrapper has no serde of its own (``serde`` is the inner's).
+    """
+
+    _classes: ClassVar[dict[type, type[SizeGuardSaver]]] = {}
+
+    def __new__(cls, inner: BaseCheckpointSaver, **_: Any) -> SizeGuardSaver:
+        if cls is SizeGuardSaver:
+            cls = _guard_class_for(type(inner))
+        return object.__new__(cls)
+
+    def __init__(self, inner: BaseCheckpointSaver, *, limit_bytes: int = DEFAULT_LIMIT_BYTES,
+                 warn_bytes: int | None = None) -> None:
+        # No super().__init__: it would give the wrapper its own serde next to the inner's.
+        if not isinstance(inner, BaseCheckpointSaver):
+            raise TypeError(f"SizeGuardSaver wraps a BaseCheckpointSaver, not "
+                            f"{type(inner).__name__}: pass a saver such as SqliteSaver.")
+        warn = limit_bytes // 2 if warn_bytes is None else warn_bytes
+        if limit_bytes <= 0 or not 0 < warn <= limit_bytes:
+            raise ValueError(f"limit_bytes={limit_bytes} and warn_bytes={warn} must satisfy "
+                             "0 < warn_bytes <= limit_bytes: pass positive byte counts.")
+        self.inner = inner
+        self.limit_bytes = limit_bytes
+        self.warn_bytes = warn
+        self.last_checkpoint: SizeReport | None = None  # informational: the latest put
+        self._writes_take_task_path = (
+            inspect.signature(inner.put_writes).parameters.get("task_path") is not None)
+
+    # --- what the wrapper shares with its inner saver ----------------------------------
+
+    @property  # type: ignore[override]
+    def serde(self) -> SerializerProtocol:
+        return self.inner.serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        self.inner.serde = value
+
+    @property
+    def config_specs(self) -> list:
+        return self.inner.config_specs
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]
+                                  ) -> Mapping[str, DeltaChannelHistory]:
+        return self.inner.get_delta_channel_history(config=config, channels=channels)
+
+    async def aget_delta_channel_history(self, *, config: RunnableConfig,
+                                         channels: Sequence[str]
+                                         ) -> Mapping[str, DeltaChannelHistory]:
+        return await self.inner.aget_delta_channel_history(config=config, channels=channels)
+
+    def with_allowlist(self, extra_allowlist: Any) -> SizeGuardSaver:
+        # The base would copy the wrapper and give the copy a serde the inner never uses.
+        inner = self.inner.with_allowlist(extra_allowlist)
+        if inner is self.inner:
+            return self
+        return SizeGuardSaver(inner, limit_bytes=self.limit_bytes, warn_bytes=self.warn_bytes)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.inner!r}, limit_bytes={self.limit_bytes}, "
+                f"warn_bytes={self.warn_bytes})")
+
+    # --- the checks -----------------------------------------------------------------------
+
+    def check_checkpoint(self, config: RunnableConfig, checkpoint: Checkpoint) -> SizeReport:
+        """Measure ``checkpoint`` as the inner saver would store it; raise above the limit."""
+        serde = self.inner.serde
+        total = serialized_size(serde, checkpoint)
+        report = SizeReport("checkpoint", _thread(config), total)
+        if total > self.warn_bytes:  # only now is naming the largest channel worth its cost
+            report = SizeReport("checkpoint", report.thread_id, total, {
+                k: serialized_size(serde, v) for k, v in checkpoint["channel_values"].items()})
+        self.last_checkpoint = report
+        self._judge(report)
+        return report
+
+    def check_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]]
+                     ) -> SizeReport:
+        """Measure one task's writes (one row each); raise when their sum is above the limit."""
+        per_channel: dict[str, int] = {}
+        for channel, value in writes:
+            per_channel[channel] = per_channel.get(channel, 0) + serialized_size(
+                self.inner.serde, value)
+        report = SizeReport("writes", _thread(config), sum(per_channel.values()), per_channel)
+        self._judge(report)
+        return report
+
+    def _judge(self, report: SizeReport) -> None:
+        if report.total_bytes > self.limit_bytes:
+            error = CheckpointTooLarge(report, self.limit_bytes)
+            # Logged as well as raised: LangGraph's background executor re-raises only the
+            # first failure of a step, so a second refusal would otherwise go unseen.
+            logger.error("%s", error)
+            raise error
+        if report.total_bytes > self.warn_bytes:
+            logger.warning("%s, above the %s warning threshold (limit %s), and %s; it was "
+                           "written, but %s.", report.describe(),
+                           format_bytes(self.warn_bytes), format_bytes(self.limit_bytes),
+                           report.describe_largest(), OFFLOAD_FIX)
+
+
+def _thread(config: RunnableConfig) -> str:
+    return str(config.get("configurable", {}).get("thread_id", ""))
+
+
+class _Delegates(SizeGuardSaver):
+    """The pool of capability methods; ``_guard_class_for`` copies the ones inner has.
+
+    Never instantiated: a method is taken from here only if the inner class overrides the
+    same name, so the guard claims exactly the inner saver's capabilities.
+    """
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint,
+            metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+        self.check_checkpoint(config, checkpoint)
+        return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
+                   metadata: CheckpointMetadata, new_versions: ChannelVersions
+                   ) -> RunnableConfig:
+        self.check_checkpoint(config, checkpoint)
+        return await self.inner.aput(config, checkpoint, metadata, new_versions)
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                   task_id: str, task_path: str = "") -> None:
+        self.check_writes(config, writes)
+        if self._writes_take_task_path:
+            self.inner.put_writes(config, writes, task_id, task_path)
+        else:  # a saver written before task_path existed
+            self.inner.put_writes(config, writes, task_id)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                          task_id: str, task_path: str = "") -> None:
+        self.check_writes(config, writes)
+        if self._writes_take_task_path:
+            await self.inner.aput_writes(config, writes, task_id, task_path)
+        else:
+            await self.inner.aput_writes(config, writes, task_id)
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.inner.get_tuple(config)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self.inner.aget_tuple(config)
+
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+             before: RunnableConfig | None = None, limit: int | None = None
+             ) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    async def alist(self, config: RunnableConfig | None, *,
+                    filter: dict[str, Any] | None = None,
+                    before: RunnableConfig | None = None, limit: int | None = None
+                    ) -> AsyncIterator[CheckpointTuple]:
+        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.inner.delete_thread(thread_id)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.inner.adelete_thread(thread_id)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self.inner.delete_for_runs(run_ids)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self.inner.adelete_for_runs(run_ids)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self.inner.copy_thread(source_thread_id, target_thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self.inner.acopy_thread(source_thread_id, target_thread_id)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self.inner.prune(thread_ids, strategy=strategy)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self.inner.aprune(thread_ids, strategy=strategy)
+
+
+def _guard_class_for(inner_type: type) -> type[SizeGuardSaver]:
+    """The SizeGuardSaver subclass for ``inner_type``, built once and cached."""
+    cls = SizeGuardSaver._classes.get(inner_type)
+    if cls is None:
+        methods: dict[str, Callable[..., Any]] = {
+            name: _Delegates.__dict__[name]
+            for name in CAPABILITY_METHODS if _overrides(inner_type, name)}
+        cls = type(f"SizeGuardSaver[{inner_type.__name__}]", (SizeGuardSaver,),
+                   {**methods, "__module__": __name__,
+                    "__doc__": SizeGuardSaver.__doc__})
+        SizeGuardSaver._classes[inner_type] = cls
+    return cls
+
+
+def claimed_capabilities(saver: BaseCheckpointSaver) -> set[str]:
+    """The capability methods ``saver``'s class overrides, as the conformance suite sees it."""
+    return {name for name in CAPABILITY_METHODS if _overrides(type(saver), name)}
