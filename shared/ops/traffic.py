@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
+from langgraph.checkpoint.base import Checkpoint, empty_checkpoint, get_checkpoint_metadata
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -61,7 +61,9 @@ def bulk_put(saver: SqliteSaver, items: Iterable[TaggedCheckpoint], batch: int =
     with saver.lock, saver.conn:
         for item in items:
             type_, blob = saver.serde.dumps_typed(item.checkpoint)
-            meta = json.dumps(item.metadata, ensure_ascii=False).encode("utf-8", "ignore")
+            config = {"configurable": {"thread_id": item.thread_id, "checkpoint_ns": ""}}
+            meta = json.dumps(get_checkpoint_metadata(config, item.metadata),  # as put() does
+                              ensure_ascii=False).encode("utf-8", "ignore")
             rows.append((item.thread_id, "", item.checkpoint["id"], parents.get(item.thread_id),
                          type_, blob, meta))
             parents[item.thread_id] = item.checkpoint["id"]

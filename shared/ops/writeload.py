@@ -9,6 +9,7 @@ Milestone 2 prints the table; Milestone 3 reuses it to raise real lock errors.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import statistics
 import time
@@ -48,7 +49,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
