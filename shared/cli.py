@@ -1,6 +1,6 @@
 """The ``ckpt`` command: look into a checkpoint database without writing to it.
 
-    ckpt inspect checkpoints.sqlite              # threads, checkpoints, bytes
+    ckpt inspect checkpoints.sqlite              # bytes by table, threads, largest rows
     ckpt inspect checkpoints.sqlite --thread T   # one thread's history, newest first
 """
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.errors import CheckpointError
+from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -76,16 +77,27 @@ def _print_table(console: Console, title: str, rows: list[dict[str, Any]]) -> No
 def cmd_inspect(args: argparse.Namespace) -> int:
     conn = open_readonly(args.db)
     try:
-        rows = (inspect_history(conn, args.thread) if args.thread else inspect_threads(conn))
+        if args.thread:
+            report: dict[str, Any] = {"thread": args.thread,
+                                      "history": inspect_history(conn, args.thread)}
+        else:
+            report = {"file_bytes": file_bytes(args.db), "tables": table_bytes(conn),
+                      "threads": inspect_threads(conn),
+                      "largest_checkpoints": largest_checkpoints(conn, args.largest)}
     finally:
         conn.close()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(report, indent=2))
         return 0
-    size = sum(p.stat().st_size for p in args.db.parent.glob(args.db.name + "*") if p.is_file())
-    title = (f"thread {args.thread!r}" if args.thread else f"{args.db}") + \
-        f" ({size:,} bytes on disk with -wal/-shm)"
-    _print_table(Console(), title, rows)
+    console = Console()
+    if args.thread:
+        _print_table(console, f"thread {args.thread!r}, newest first", report["history"])
+        return 0
+    tables = [{"table": t, **v} for t, v in report["tables"].items()]
+    _print_table(console, f"{args.db}: {report['file_bytes']:,} bytes on disk "
+                 "(with -wal/-shm)", tables)
+    _print_table(console, "threads", report["threads"])
+    _print_table(console, f"largest {args.largest} checkpoints", report["largest_checkpoints"])
     return 0
 
 
@@ -97,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read-only view of a SqliteSaver database.")
     p.add_argument("db", type=Path, help="path of the SQLite checkpoint file")
     p.add_argument("--thread", help="show this thread's checkpoints, newest first")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--largest", type=int, default=5, metavar="N",
+                   help="how many of the largest checkpoints to list (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_inspect)
     return parser
 

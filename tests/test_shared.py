@@ -175,10 +175,18 @@ def test_ckpt_inspect(tmp_path: Path, capsys) -> None:
         build_chat_graph(saver).invoke({"messages": [("user", "hi")]},
                                        {"configurable": {"thread_id": "one"}})
     assert ckpt.main(["inspect", str(db), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["thread_id"] == "one" and rows[0]["checkpoints"] == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report["threads"][0]["thread_id"] == "one"
+    assert report["threads"][0]["checkpoints"] == 3
+    assert report["tables"]["checkpoints"]["rows"] == 3
+    assert report["tables"]["checkpoints"]["bytes"] > 0
+    assert report["file_bytes"] >= report["tables"]["checkpoints"]["bytes"]
+    assert len(report["largest_checkpoints"]) == 3
     assert ckpt.main(["inspect", str(db), "--thread", "one", "--json"]) == 0
-    assert [r["source"] for r in json.loads(capsys.readouterr().out)] == ["loop", "loop", "input"]
+    history = json.loads(capsys.readouterr().out)["history"]
+    assert [r["source"] for r in history] == ["loop", "loop", "input"]
+    assert ckpt.main(["inspect", str(db)]) == 0  # the tables render too
+    assert "largest 5 checkpoints" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("make_bad", ["missing", "not-sqlite", "no-tables"])

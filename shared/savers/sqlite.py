@@ -83,3 +83,47 @@ def sqlite_schema(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, bo
         rows = conn.execute(f"PRAGMA table_info({table!r})").fetchall()
         schema[table] = [(r[1], r[2], bool(r[3]), r[5]) for r in rows]
     return schema
+
+
+# Every column of the saver's two tables; length() of TEXT counts characters, of BLOB bytes.
+_TABLE_COLUMNS = {
+    "checkpoints": ("thread_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id",
+                    "type", "checkpoint", "metadata"),
+    "writes": ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "task_path", "idx",
+               "channel", "type", "value"),
+}
+
+
+def table_bytes(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Rows and payload bytes of every row of ``checkpoints`` and ``writes``."""
+    out = {}
+    for table, columns in _TABLE_COLUMNS.items():
+        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        cols = [c for c in columns if c in present]
+        total = " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in cols)
+        # Identifiers come from _TABLE_COLUMNS above, never from the caller.
+        sql = f"SELECT count(*), coalesce(sum({total}), 0) FROM {table}"  # noqa: S608
+        rows, size = conn.execute(sql).fetchone()
+        out[table] = {"rows": rows, "bytes": size}
+    return out
+
+
+def file_bytes(path: str | Path) -> int:
+    """Bytes on disk of the database file with its -wal and -shm companions."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+               if p.exists())
+
+
+def largest_checkpoints(conn: sqlite3.Connection, limit: int = 5) -> list[dict[str, object]]:
+    """The biggest checkpoint rows, with the writes stored against them."""
+    rows = conn.execute(
+        """
+        SELECT c.thread_id, c.checkpoint_id, length(c.checkpoint) + length(c.metadata),
+               (SELECT coalesce(sum(length(w.value)), 0) FROM writes w
+                WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
+                  AND w.checkpoint_id = c.checkpoint_id)
+        FROM checkpoints c ORDER BY length(c.checkpoint) + length(c.metadata) DESC LIMIT ?
+        """, (limit,)).fetchall()
+    return [{"thread_id": r[0], "checkpoint_id": r[1], "checkpoint_bytes": r[2],
+             "writes_bytes": r[3]} for r in rows]
