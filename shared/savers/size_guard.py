@@ -8,18 +8,21 @@ serializes what would be stored with the inner saver's own serde (``serde.dumps_
 the very bytes ``SqliteSaver`` and ``AsyncSqliteSaver`` put in ``checkpoints.checkpoint``
 and ``writes.value``:
 
-- above ``limit_bytes`` it raises ``CheckpointTooLarge`` and the inner saver is never
-  called, so no SQL statement runs and no transaction opens;
-- above ``warn_bytes`` it logs a warning on the ``shared.savers.size_guard`` logger and
+- above ``limit_bytes`` it raises ``CheckpointTooLarge`` (and logs it at ERROR) and the
+  inner saver is never called: no SQL statement runs, no transaction opens;
+- above ``warn_bytes`` it logs a WARNING on the ``shared.savers.size_guard`` logger and
   writes. Logging, not ``warnings.warn``: the warnings module shows a warning once per call
   site, so a service would hear about its first large checkpoint only; a log line is
-  emitted every time, names the thread, and goes wherever the service's logs go.
+  emitted every time, names the thread, and goes wherever the service's logs go. Each
+  record carries the measurement as ``record.size_report``.
 
-What is measured: for ``put``, the whole checkpoint as one serialized blob (exactly the
-SQLite row; savers that store channel values as separate blobs, such as ``InMemorySaver``
-or ``PostgresSaver``, store the same bytes give or take a few bytes of msgpack framing).
-For ``put_writes``, the sum of the serialized write values of that call (one row each):
-what one task adds to the state in one step. Metadata is not counted.
+What is measured: for ``put``, the whole checkpoint serialized as one blob, which is the
+SQLite row exactly. Savers that keep each channel value as its own blob (``InMemorySaver``,
+``PostgresSaver``) write only the channels that changed, but the checkpoint they load back
+serializes to this size. For ``put_writes``, the sum of that call's serialized write values
+(one row each): what one task adds to the state in one step. Metadata is not counted.
+Because the inner saver's serde does the measuring, a saver whose serde offloads large
+bytes to S3 is measured after offloading: the guard then sees the short references.
 
 Capabilities: the conformance suite decides what a saver supports by which methods its
 class overrides. ``SizeGuardSaver(inner)`` therefore returns an instance of a subclass
@@ -33,7 +36,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sqlite3
+import statistics
+import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -49,13 +58,15 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from shared.errors import CheckpointError
+from shared.savers.sqlite import sqlite_schema
 
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_LIMIT_BYTES = 10 * MIB
-OFFLOAD_FIX = ("offload large bytes to S3 with the offloading serializer "
-               "(shared/savers/offload.py) or keep them out of the graph state")
+OFFLOAD_FIX = ("offload large bytes to S3 by giving the saver the offloading serializer "
+               "(OffloadingSerializer, shared/savers/offload.py) or keep them out of the graph "
+               "state")
 
 # Capability methods of BaseCheckpointSaver, the names the conformance suite checks (async)
 # plus their sync twins. The wrapper defines one only where the inner saver's class does.
@@ -85,8 +96,8 @@ def serialized_size(serde: SerializerProtocol, value: Any) -> int:
 class SizeReport:
     """What the guard measured for one ``put`` or ``put_writes`` call.
 
-    ``channels`` (serialized bytes per channel) is filled only above the warn threshold,
-    so a normal checkpoint costs one serialization, not two.
+    ``channels`` (serialized bytes per channel) is always filled for writes; for a checkpoint
+    only above the warn threshold, so a normal checkpoint costs one serialization, not two.
     """
 
     kind: Literal["checkpoint", "writes"]
@@ -115,6 +126,29 @@ class SizeReport:
         return f"its largest channel is {name!r} at {format_bytes(size)} ({size:,} bytes)"
 
 
+@dataclass
+class GuardStats:
+    """What a guard saw, by kind ("checkpoint", "writes"): checked, warned, refused.
+
+    Shared with the clones LangGraph derives through ``with_allowlist`` (with
+    LANGGRAPH_STRICT_MSGPACK on), so the guard you built counts every run's calls.
+    """
+
+    checked: Counter[str] = field(default_factory=Counter)
+    warned: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    last_checkpoint: SizeReport | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, report: SizeReport, outcome: Literal["ok", "warned", "refused"]) -> None:
+        with self.lock:  # put_writes runs on LangGraph's background threads
+            self.checked[report.kind] += 1
+            if outcome != "ok":
+                getattr(self, outcome)[report.kind] += 1
+            if report.kind == "checkpoint":
+                self.last_checkpoint = report
+
+
 class CheckpointTooLarge(CheckpointError):
     """A checkpoint or a task's writes exceed the guard's limit; nothing was written."""
 
@@ -130,10 +164,15 @@ class CheckpointTooLarge(CheckpointError):
             f"bytes) limit, and {report.describe_largest()}, so nothing was written: "
             f"{OFFLOAD_FIX}.")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the report, so the error survives pickling across processes.
+        return type(self), (self.report, self.limit_bytes)
+
 
 def _overrides(cls: type, name: str) -> bool:
     """Whether ``cls`` replaces BaseCheckpointSaver's default ``name`` (the suite's test)."""
-    return getattr(cls, name, None) is not getattr(BaseCheckpointSaver, name, None)
+    impl = getattr(cls, name, None)
+    return impl is not None and impl is not getattr(BaseCheckpointSaver, name, None)
 
 
 class SizeGuardSaver(BaseCheckpointSaver[Any]):
@@ -146,6 +185,9 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
     _classes: ClassVar[dict[type, type[SizeGuardSaver]]] = {}
 
     def __new__(cls, inner: BaseCheckpointSaver, **_: Any) -> SizeGuardSaver:
+        if not isinstance(inner, BaseCheckpointSaver):
+            raise TypeError(f"SizeGuardSaver wraps a BaseCheckpointSaver, not "
+                            f"{type(inner).__name__}: pass a saver such as SqliteSaver.")
         if cls is SizeGuardSaver:
             cls = _guard_class_for(type(inner))
         return object.__new__(cls)
@@ -153,9 +195,6 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
     def __init__(self, inner: BaseCheckpointSaver, *, limit_bytes: int = DEFAULT_LIMIT_BYTES,
                  warn_bytes: int | None = None) -> None:
         # No super().__init__: it would give the wrapper its own serde next to the inner's.
-        if not isinstance(inner, BaseCheckpointSaver):
-            raise TypeError(f"SizeGuardSaver wraps a BaseCheckpointSaver, not "
-                            f"{type(inner).__name__}: pass a saver such as SqliteSaver.")
         warn = limit_bytes // 2 if warn_bytes is None else warn_bytes
         if limit_bytes <= 0 or not 0 < warn <= limit_bytes:
             raise ValueError(f"limit_bytes={limit_bytes} and warn_bytes={warn} must satisfy "
@@ -163,7 +202,7 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
         self.inner = inner
         self.limit_bytes = limit_bytes
         self.warn_bytes = warn
-        self.last_checkpoint: SizeReport | None = None  # informational: the latest put
+        self.stats = GuardStats()
         self._writes_take_task_path = (
             inspect.signature(inner.put_writes).parameters.get("task_path") is not None)
 
@@ -198,7 +237,9 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
         inner = self.inner.with_allowlist(extra_allowlist)
         if inner is self.inner:
             return self
-        return SizeGuardSaver(inner, limit_bytes=self.limit_bytes, warn_bytes=self.warn_bytes)
+        clone = SizeGuardSaver(inner, limit_bytes=self.limit_bytes, warn_bytes=self.warn_bytes)
+        clone.stats = self.stats
+        return clone
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.inner!r}, limit_bytes={self.limit_bytes}, "
@@ -214,7 +255,6 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
         if total > self.warn_bytes:  # only now is naming the largest channel worth its cost
             report = SizeReport("checkpoint", report.thread_id, total, {
                 k: serialized_size(serde, v) for k, v in checkpoint["channel_values"].items()})
-        self.last_checkpoint = report
         self._judge(report)
         return report
 
@@ -231,16 +271,21 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
 
     def _judge(self, report: SizeReport) -> None:
         if report.total_bytes > self.limit_bytes:
+            self.stats.record(report, "refused")
             error = CheckpointTooLarge(report, self.limit_bytes)
             # Logged as well as raised: LangGraph's background executor re-raises only the
             # first failure of a step, so a second refusal would otherwise go unseen.
-            logger.error("%s", error)
+            logger.error("%s", error, extra={"size_report": report})
             raise error
-        if report.total_bytes > self.warn_bytes:
+        if report.total_bytes <= self.warn_bytes:
+            self.stats.record(report, "ok")
+        else:
+            self.stats.record(report, "warned")
             logger.warning("%s, above the %s warning threshold (limit %s), and %s; it was "
                            "written, but %s.", report.describe(),
                            format_bytes(self.warn_bytes), format_bytes(self.limit_bytes),
-                           report.describe_largest(), OFFLOAD_FIX)
+                           report.describe_largest(), OFFLOAD_FIX,
+                           extra={"size_report": report})
 
 
 def _thread(config: RunnableConfig) -> str:
@@ -341,3 +386,53 @@ def _guard_class_for(inner_type: type) -> type[SizeGuardSaver]:
 def claimed_capabilities(saver: BaseCheckpointSaver) -> set[str]:
     """The capability methods ``saver``'s class overrides, as the conformance suite sees it."""
     return {name for name in CAPABILITY_METHODS if _overrides(type(saver), name)}
+
+
+def sqlite_blob_audit(conn: sqlite3.Connection, limit_bytes: int) -> dict[str, tuple[int, int]]:
+    """``{"table.column": (largest length, rows longer than limit_bytes)}`` for every BLOB column.
+
+    Read from the database itself, to check after the fact that the guard held.
+    """
+    audit: dict[str, tuple[int, int]] = {}
+    for table, columns in sqlite_schema(conn).items():
+        for column, kind, _, _ in columns:
+            if kind.upper() != "BLOB":
+                continue
+            # Identifiers come from sqlite_master, never from user text.
+            largest, over = conn.execute(
+                f'SELECT coalesce(max(length("{column}")), 0), '  # noqa: S608
+                f'coalesce(sum(length("{column}") > ?), 0) FROM "{table}"',
+                (limit_bytes,)).fetchone()
+            audit[f"{table}.{column}"] = (largest, over)
+    return audit
+
+
+@contextmanager
+def captured_guard_log(level: int = logging.WARNING) -> Iterator[list[logging.LogRecord]]:
+    """Collect the guard's log records (each carries ``record.size_report``) while inside.
+
+    With a handler attached, Python's last-resort stderr printer stays quiet.
+    """
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def compare_put_latency(savers: Mapping[str, BaseCheckpointSaver], config: RunnableConfig,
+                        saved: CheckpointTuple, repeats: int) -> dict[str, float]:
+    """Median milliseconds of ``put(saved)`` per saver, interleaved so drift hits all alike.
+
+    Every put writes the same checkpoint id under ``config`` (a thread of its own).
+    """
+    times: dict[str, list[float]] = {name: [] for name in savers}
+    for _ in range(repeats):
+        for name, saver in savers.items():
+            t0 = time.perf_counter()
+            saver.put(config, saved.checkpoint, saved.metadata, {})
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
