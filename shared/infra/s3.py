@@ -13,6 +13,7 @@ life of the Python process.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ def check_bucket_name(bucket: str) -> str:
     if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise CheckpointError(
             f"{bucket!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, "
-            "dots or hyphens, starting and ending with a letter or digit (e.g. ckpt-blobs).")
+            "dots or hyphens, starting and ending with a letter or digit (such as ckpt-blobs).")
     return bucket
 
 
@@ -88,7 +89,7 @@ def _check_endpoint(url: str) -> str:
             "as http://127.0.0.1:9000, or unset it to use the embedded S3 server.") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise CheckpointError(
-            f"S3_ENDPOINT_URL={shown!r} is not an http(s) URL with a host: set it to e.g. "
+            f"S3_ENDPOINT_URL={shown!r} is not an http(s) URL with a host: set it to one such as "
             "http://127.0.0.1:9000 or https://s3.eu-west-1.amazonaws.com, or unset it to use "
             "the embedded S3 server.")
     return url
@@ -129,19 +130,32 @@ def s3_client(settings: S3Settings, *, connect_timeout: float = 1.0,
 
 
 def ensure_bucket(client: Any, bucket: str, region: str = DEFAULT_REGION) -> None:
-    """Create ``bucket`` unless it already exists."""
-    from botocore.exceptions import ClientError
+    """Create ``bucket`` unless it already exists; a clear CheckpointError if S3 says no."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
+    endpoint = mask_url(str(client.meta.endpoint_url))
     try:
-        client.head_bucket(Bucket=bucket)
-        return
+        try:
+            client.head_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket",
+                                                                  "NotFound"}:
+                raise
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if region != "us-east-1":  # the one region that refuses a LocationConstraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        client.create_bucket(**kwargs)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
-            raise
-    kwargs: dict[str, Any] = {"Bucket": bucket}
-    if region != "us-east-1":  # us-east-1 is the one region that refuses a LocationConstraint
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    client.create_bucket(**kwargs)
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise CheckpointError(
+            f"S3 at {endpoint} refused to check or create bucket {bucket!r} ({code}): check "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or set CKPT_S3_BUCKET to a bucket these "
+            "credentials may use.") from None
+    except BotoCoreError as exc:
+        raise CheckpointError(
+            f"S3 at {endpoint} is unreachable ({type(exc).__name__}): start it, or fix or unset "
+            "S3_ENDPOINT_URL to use the embedded S3 server.") from None
 
 
 @contextmanager
@@ -162,6 +176,10 @@ def s3_server(bucket: str | None = None) -> Iterator[S3Settings]:
 
     from moto.server import ThreadedMotoServer
 
+    # werkzeug logs every request to stderr unless its logger already has a level.
+    access_log = logging.getLogger("werkzeug")
+    if access_log.level == logging.NOTSET:
+        access_log.setLevel(logging.WARNING)
     name = check_bucket_name(bucket or os.environ.get("CKPT_S3_BUCKET") or DEFAULT_BUCKET)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()  # port 0: the OS picks a free port, no race with a probe socket
@@ -177,3 +195,14 @@ def s3_server(bucket: str | None = None) -> Iterator[S3Settings]:
         wsgi = getattr(server, "_server", None)
         if wsgi is not None:
             wsgi.server_close()
+
+
+def unreachable_settings(bucket: str = DEFAULT_BUCKET) -> S3Settings:
+    """Settings for a loopback port where nothing listens: S3 being down, for drills."""
+    import socket
+
+    with socket.socket() as sock:  # bound, then closed: the port is free and refuses
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return S3Settings(f"http://127.0.0.1:{port}", DEFAULT_REGION, _MOTO_KEY_ID, _MOTO_SECRET,
+                      check_bucket_name(bucket))

@@ -1,0 +1,457 @@
+"""Large ``bytes`` in checkpoints go to S3 by content hash; the row keeps a short reference.
+
+    store = S3BlobStore(s3_client(settings), settings.bucket)
+    saver = SqliteSaver(conn, serde=OffloadingSerializer(store=store))   # nothing else changes
+
+``SqliteSaver`` calls ``serde.dumps_typed`` once on the whole checkpoint (channel values
+included) before its INSERT, and once per value in ``put_writes`` before its INSERTs; it
+calls ``loads_typed`` on every row it reads. ``OffloadingSerializer`` walks what it is given
+(dicts, lists, tuples; a bare ``bytes`` value too), swaps every ``bytes`` of at least
+``threshold`` bytes for ``{"$blob": "s3://<bucket>/sha256/<hex>"}`` and hands the result to
+the inner serializer (``JsonPlusSerializer`` by default). Loading reverses it, refusing a
+reference to another bucket without fetching it, and refusing content whose SHA-256 is not
+the one the reference names. S3 failing on save raises before the saver writes a row.
+
+Not walked: set members (a reference dict is not hashable) and the insides of objects
+(pydantic models, dataclasses, ``Send``): their bytes stay inline.
+
+Garbage collection: a blob is uploaded before its row is written, and one blob may be held
+by many rows, so only a scan of every row can tell which blobs are unused
+(``referenced_digests``, ``collect_unreferenced_blobs``). With writers running, pass
+``grace_seconds`` longer than a save takes, so a blob whose row is not yet committed is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from shared.errors import CheckpointError
+from shared.infra.s3 import S3Settings, check_bucket_name, mask_url, s3_client
+
+DEFAULT_THRESHOLD = 256 * 1024
+BLOB_KEY = "$blob"
+KEY_PREFIX = "sha256/"
+# The reference as it appears in raw row bytes (msgpack and JSON keep strings verbatim).
+_URI_RE = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/sha256/([0-9a-f]{64})")
+_RAW_URI_RE = re.compile(_URI_RE.pattern.encode())
+
+
+class BlobError(CheckpointError):
+    """A blob offloaded from a checkpoint could not be stored or brought back."""
+
+
+class BlobStoreUnavailable(BlobError):
+    """S3 could not be reached or refused the request; nothing was saved."""
+
+
+class BlobReferenceRefused(BlobError):
+    """A reference that is malformed, or a value that would be mistaken for one."""
+
+
+class ForeignBucketError(BlobReferenceRefused):
+    """A reference names a bucket other than the configured one; it is never fetched."""
+
+
+class BlobIntegrityError(BlobError):
+    """The fetched bytes do not have the SHA-256 the reference names."""
+
+
+class BlobMissingError(BlobError):
+    """The reference is well-formed but the object is not in the bucket."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class S3BlobStore:
+    """Content-addressed blobs in one bucket: key ``sha256/<hex>``, written once, verified on read.
+
+    ``known_ttl`` seconds: after a put or an existence check, this process trusts that the
+    object exists without asking S3 again, which keeps a repeated save off the network.
+    Run garbage collection with ``grace_seconds`` larger than this while writers are live.
+    """
+
+    def __init__(self, client: Any, bucket: str, *, known_ttl: float = 300.0) -> None:
+        self.client = client
+        self.bucket = check_bucket_name(bucket)
+        self.endpoint = mask_url(str(client.meta.endpoint_url))
+        self.known_ttl = known_ttl
+        self._known: dict[str, float] = {}  # digest -> monotonic time it was seen in S3
+        # LangGraph saves a checkpoint and its writes from background threads at once; one
+        # lock per digest makes the second save wait for the first upload, not repeat it.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        # Counters of real S3 requests, so a caller can show what happened on the wire.
+        self.uploads = 0
+        self.upload_seconds: list[float] = []
+        self.fetches = 0
+
+    @classmethod
+    def from_settings(cls, settings: S3Settings, **kwargs: Any) -> S3BlobStore:
+        return cls(s3_client(settings), settings.bucket, **kwargs)
+
+    # --- addressing ------------------------------------------------------------------------
+
+    @staticmethod
+    def key(digest: str) -> str:
+        return KEY_PREFIX + digest
+
+    def uri(self, digest: str) -> str:
+        return f"s3://{self.bucket}/{KEY_PREFIX}{digest}"
+
+    def parse(self, uri: Any) -> str:
+        """The digest named by ``uri``; refused unless it is ours and well-formed."""
+        match = _URI_RE.fullmatch(uri) if isinstance(uri, str) else None
+        if match is None:
+            raise BlobReferenceRefused(
+                f"Blob reference {str(uri)[:120]!r} is not of the form "
+                f"s3://<bucket>/sha256/<64 hex digits>: the row was altered or written by "
+                "another tool, so restore it from a backup.")
+        if match.group(1) != self.bucket:
+            raise ForeignBucketError(
+                f"Blob reference {uri!r} names bucket {match.group(1)!r}, but this serializer "
+                f"reads only from {self.bucket!r}, so it was not fetched: restore the row from "
+                "a backup, or configure that bucket if it is really yours.")
+        return match.group(2)
+
+    # --- S3 requests -------------------------------------------------------------------------
+
+    def _fail(self, exc: Exception, action: str, key: str) -> BlobError:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        if code == "NoSuchBucket":
+            return BlobStoreUnavailable(
+                f"Bucket {self.bucket!r} does not exist at S3 {self.endpoint}, so {action}: "
+                "create it (shared.infra.s3.s3_server does) or set CKPT_S3_BUCKET to an "
+                "existing bucket.")
+        if code:
+            return BlobStoreUnavailable(
+                f"S3 at {self.endpoint} refused {key} in bucket {self.bucket!r} ({code}), so "
+                f"{action}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket "
+                "policy.")
+        return BlobStoreUnavailable(
+            f"S3 at {self.endpoint} is unreachable ({type(exc).__name__}), so {action}: start "
+            "the S3 service or set S3_ENDPOINT_URL to a reachable endpoint.")
+
+    def _is_known(self, digest: str) -> bool:
+        seen = self._known.get(digest)
+        return seen is not None and time.monotonic() - seen < self.known_ttl
+
+    def _head(self, digest: str, action: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise self._fail(exc, action, self.key(digest)) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, action, self.key(digest)) from None
+        self._known[digest] = time.monotonic()
+        return True
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` once (skipped when already there) and return its ``s3://`` URI."""
+        digest = digest or sha256_hex(data)
+        if self._is_known(digest):
+            return self.uri(digest)
+        with self._locks_guard:
+            lock = self._locks.setdefault(digest, threading.Lock())
+        try:
+            with lock:
+                self._upload_once(digest, data)
+        finally:
+            with self._locks_guard:
+                self._locks.pop(digest, None)
+        return self.uri(digest)
+
+    def _upload_once(self, digest: str, data: bytes) -> None:
+        action = "the checkpoint was not saved"
+        if self._is_known(digest) or self._head(digest, action):
+            return  # content-addressed: an object under this key already holds these bytes
+        started = time.perf_counter()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data,
+                                   ContentType="application/octet-stream")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, action, self.key(digest)) from None
+        self.upload_seconds.append(time.perf_counter() - started)
+        self.uploads += 1
+        self._known[digest] = time.monotonic()
+
+    def get(self, uri: str) -> bytes:
+        """The bytes ``uri`` names, after checking bucket, form and SHA-256."""
+        digest = self.parse(uri)  # refuses before any request is made
+        action = "the checkpoint could not be loaded"
+        try:
+            self.fetches += 1
+            data = self.client.get_object(Bucket=self.bucket, Key=self.key(digest))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise BlobMissingError(
+                    f"Blob {uri} held by this checkpoint is missing from S3 at {self.endpoint}: "
+                    "restore it from a backup of the bucket, and let garbage collection scan "
+                    "every database that shares the bucket.") from None
+            raise self._fail(exc, action, self.key(digest)) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, action, self.key(digest)) from None
+        actual = sha256_hex(data)
+        if actual != digest:
+            self._known.pop(digest, None)
+            raise BlobIntegrityError(
+                f"Blob {uri} in S3 has SHA-256 {actual[:12]}…, not the {digest[:12]}… its "
+                "name promises, so it was refused: the object was overwritten or corrupted; "
+                "restore it from a backup of the bucket.")
+        return data
+
+    def exists(self, digest_or_uri: str) -> bool:
+        """Whether the object is in the bucket (asks S3; does not trust the local cache)."""
+        if digest_or_uri.startswith("s3://"):
+            digest = self.parse(digest_or_uri)
+        elif re.fullmatch(r"[0-9a-f]{64}", digest_or_uri):
+            digest = digest_or_uri
+        else:
+            raise BlobReferenceRefused(
+                f"{digest_or_uri[:80]!r} is neither an s3:// blob reference nor a SHA-256 hex "
+                "digest: pass one of those.")
+        return self._head(digest, "its existence could not be checked")
+
+    def _objects(self) -> Iterable[dict[str, Any]]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=KEY_PREFIX)
+            for page in pages:
+                yield from page.get("Contents", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "the blobs could not be listed", KEY_PREFIX) from None
+
+    def keys(self) -> list[str]:
+        """Every blob key (``sha256/<hex>``) in the bucket."""
+        return sorted(obj["Key"] for obj in self._objects())
+
+    def delete_unreferenced(self, referenced: set[str], dry_run: bool = False,
+                            grace_seconds: float = 0.0) -> list[str]:
+        """Delete blobs whose digest is not in ``referenced``; return the keys (to be) deleted.
+
+        Objects younger than ``grace_seconds`` are kept: their rows may not be committed yet.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+        doomed = sorted(obj["Key"] for obj in self._objects()
+                        if obj["Key"][len(KEY_PREFIX):] not in referenced
+                        and (grace_seconds <= 0 or obj["LastModified"] < cutoff))
+        if dry_run:
+            return doomed
+        for start in range(0, len(doomed), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = doomed[start:start + 1000]
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in batch], "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "unreferenced blobs were not deleted", batch[0]) from None
+            for key in batch:
+                self._known.pop(key[len(KEY_PREFIX):], None)
+        return doomed
+
+
+def _is_reference(value: Any) -> bool:
+    return type(value) is dict and len(value) == 1 and BLOB_KEY in value
+
+
+def _rebuild(original: Any, items: list[Any]) -> Any:
+    if isinstance(original, list):
+        new = copy.copy(original)  # keeps a list subclass's type
+        new[:] = items
+        return new
+    if hasattr(original, "_make"):  # a namedtuple
+        return type(original)._make(items)
+    return tuple(items)
+
+
+class OffloadingSerializer:
+    """A ``SerializerProtocol`` that keeps large ``bytes`` out of checkpoint rows.
+
+    Drop-in: ``SqliteSaver(conn, serde=OffloadingSerializer(store=store))``, and the same for
+    ``AsyncSqliteSaver`` or any saver that serializes through ``serde``.
+    """
+
+    def __init__(self, inner: SerializerProtocol | None = None, *, store: S3BlobStore,
+                 threshold: int = DEFAULT_THRESHOLD) -> None:
+        if not isinstance(threshold, int) or threshold < 1:
+            raise CheckpointError(
+                f"Offload threshold {threshold!r} must be a positive whole number of bytes: "
+                f"use {DEFAULT_THRESHOLD} (256 KiB) unless you have measured a better one.")
+        self.inner: SerializerProtocol = inner or JsonPlusSerializer()
+        self.store = store
+        self.threshold = threshold
+
+    # --- SerializerProtocol ------------------------------------------------------------------
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        # Offloading happens first: if S3 fails, the saver never reaches its INSERT.
+        return self.inner.dumps_typed(self.offload(obj))
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        return self.restore(self.inner.loads_typed(data))
+
+    # --- the walk ----------------------------------------------------------------------------
+
+    def offload(self, value: Any) -> Any:
+        """``value`` with every large ``bytes`` replaced by a reference (uploaded if new)."""
+        if isinstance(value, bytes):
+            if len(value) < self.threshold:
+                return value
+            return {BLOB_KEY: self.store.put(value)}
+        if isinstance(value, dict):
+            if _is_reference(value):
+                raise BlobReferenceRefused(
+                    f"The state holds a one-key dict {{{BLOB_KEY!r}: ...}}, which would be read "
+                    "back as a blob reference: rename that key.")
+            out = None
+            for k, v in value.items():
+                new = self.offload(v)
+                if new is not v:
+                    out = copy.copy(value) if out is None else out  # copy only when changed
+                    out[k] = new
+            return value if out is None else out
+        if isinstance(value, list | tuple):
+            items = [self.offload(v) for v in value]
+            if all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return _rebuild(value, items)
+        return value
+
+    def restore(self, value: Any) -> Any:
+        """``value`` with every reference replaced by the verified bytes it names."""
+        if isinstance(value, dict):
+            if _is_reference(value):
+                return self.store.get(value[BLOB_KEY])
+            out = None
+            for k, v in value.items():
+                new = self.restore(v)
+                if new is not v:
+                    out = copy.copy(value) if out is None else out
+                    out[k] = new
+            return value if out is None else out
+        if isinstance(value, list | tuple):
+            items = [self.restore(v) for v in value]
+            if all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return _rebuild(value, items)
+        return value
+
+
+def dumps_p99_ms(serde: SerializerProtocol, value: Any, calls: int = 200) -> float:
+    """The 99th percentile (nearest rank) of ``serde.dumps_typed(value)`` in milliseconds."""
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        serde.dumps_typed(value)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return times[max(0, -(-99 * calls // 100) - 1)] * 1000
+
+
+# --- garbage collection ---------------------------------------------------------------------
+
+_SCANNED = (("checkpoints", ("checkpoint", "metadata")), ("writes", ("value",)))
+
+
+def referenced_digests(conn: sqlite3.Connection, bucket: str | None = None) -> set[str]:
+    """Every blob digest referenced by any row of a SqliteSaver database.
+
+    Scans raw row bytes for ``s3://<bucket>/sha256/<hex>``; a string that merely looks like
+    a reference keeps its blob alive, which errs on the safe side.
+    """
+    encrypted = conn.execute(
+        "SELECT (SELECT count(*) FROM checkpoints WHERE instr(type, '+') > 0)"
+        " + (SELECT count(*) FROM writes WHERE instr(type, '+') > 0)").fetchone()[0]
+    if encrypted:
+        raise CheckpointError(
+            f"{encrypted} rows are encrypted, so the blob references in them cannot be read "
+            "and every blob would look unused: collect garbage with a scan that decrypts, "
+            "not with referenced_digests.")
+    needle = b"/" + KEY_PREFIX.encode()
+    found: set[str] = set()
+    for table, columns in _SCANNED:
+        for column in columns:
+            # Table and column names are constants above; only the needle is a parameter.
+            rows = conn.execute(f"SELECT {column} FROM {table} "  # noqa: S608
+                                f"WHERE instr(CAST({column} AS BLOB), ?) > 0", (needle,))
+            for (raw,) in rows:
+                raw = raw if isinstance(raw, bytes) else str(raw).encode()
+                found.update(m.group(2).decode() for m in _RAW_URI_RE.finditer(raw)
+                             if bucket is None or m.group(1).decode() == bucket)
+    return found
+
+
+def collect_unreferenced_blobs(conn: sqlite3.Connection, store: S3BlobStore,
+                               dry_run: bool = False, grace_seconds: float = 0.0) -> list[str]:
+    """Delete (or, with ``dry_run``, list) blobs in ``store`` that no row references."""
+    return store.delete_unreferenced(referenced_digests(conn, store.bucket), dry_run=dry_run,
+                                     grace_seconds=grace_seconds)
+
+
+# --- measuring what a database holds --------------------------------------------------------
+# Thread-scoped, so that a lesson can compare one thread across databases. Table names below
+# come from the fixed set _TABLES and column names from PRAGMA table_info, never from a caller.
+_TABLES = ("checkpoints", "writes")
+
+
+def _row_size_sql(conn: sqlite3.Connection, table: str) -> str:
+    if table not in _TABLES:
+        raise ValueError(f"table must be one of {_TABLES}, not {table!r}")
+    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    # CAST AS BLOB: length() of TEXT counts characters; we want bytes.
+    return " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in columns)
+
+
+def stored_bytes(conn: sqlite3.Connection, thread_id: str | None = None) -> int:
+    """Bytes in every column of every row of ``checkpoints`` and ``writes`` (one thread or all)."""
+    total = 0
+    for table in _TABLES:
+        size = _row_size_sql(conn, table)
+        if thread_id is None:
+            row = conn.execute(f"SELECT coalesce(sum({size}), 0) FROM {table}")  # noqa: S608
+        else:
+            row = conn.execute(f"SELECT coalesce(sum({size}), 0) FROM {table} "  # noqa: S608
+                               "WHERE thread_id = ?", (thread_id,))
+        total += row.fetchone()[0]
+    return total
+
+
+def row_counts(conn: sqlite3.Connection, thread_id: str) -> tuple[int, int]:
+    """How many ``checkpoints`` rows and ``writes`` rows a thread has."""
+    checkpoints, writes = (
+        conn.execute(f"SELECT count(*) FROM {t} WHERE thread_id = ?",  # noqa: S608
+                     (thread_id,)).fetchone()[0] for t in _TABLES)
+    return checkpoints, writes
+
+
+def largest_row_bytes(conn: sqlite3.Connection, table: str = "checkpoints") -> int:
+    """The size in bytes of the largest row of ``table`` (``checkpoints`` or ``writes``)."""
+    size = _row_size_sql(conn, table)
+    return conn.execute(f"SELECT coalesce(max({size}), 0) FROM {table}").fetchone()[0]  # noqa: S608
+
+
+def database_file_bytes(path: str | Path) -> int:
+    """The database's size on disk after folding the WAL in: main file plus ``-wal``."""
+    path = Path(path)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
