@@ -23,8 +23,14 @@ from langgraph.graph import START, StateGraph
 
 import shared.witness
 from shared.infra.s3 import s3_client, s3_server, unreachable_settings
+from shared.savers import (
+    file_bytes,
+    largest_row_bytes,
+    open_sqlite_saver,
+    row_counts,
+    stored_bytes,
+)
 from shared.savers import offload as off
-from shared.savers import open_sqlite_saver
 from shared.witness import Witness, fresh_workdir
 
 
@@ -88,26 +94,26 @@ def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 20
         with open_sqlite_saver(wd / "node_pattern.sqlite") as saver:
             out = build_doc_graph(saver, upload, summarize).invoke(
                 {"name": "report.pdf", "path": str(wd / "report.pdf")}, cfg("pdf"))
-            node_pattern = off.stored_bytes(saver.conn, "pdf")
+            node_pattern = stored_bytes(saver.conn, "pdf")
         w.show(f"node pattern: {out['summary']}")
 
         # --- production: the bytes ride in state; plain vs offloading serializer ----------
         with open_sqlite_saver(wd / "plain.sqlite") as saver:
             build_doc_graph(saver, summarize).invoke(doc, cfg("pdf"))
-            plain = off.stored_bytes(saver.conn, "pdf")
-            plain_rows = off.row_counts(saver.conn, "pdf")
+            plain = stored_bytes(saver.conn, "pdf")
+            plain_rows = row_counts(saver.conn, "pdf")
         serde = off.OffloadingSerializer(store=store)
         with open_sqlite_saver(wd / "offload.sqlite", serde=serde) as saver:
             graph = build_doc_graph(saver, summarize)
             graph.invoke(doc, cfg("pdf"))
-            offload, upload_ms = off.stored_bytes(saver.conn, "pdf"), 1000 * store.upload_seconds[0]
-            files = [off.database_file_bytes(wd / f) for f in ("plain.sqlite", "offload.sqlite")]
+            offload, upload_ms = stored_bytes(saver.conn, "pdf"), 1000 * store.upload_seconds[0]
+            files = [file_bytes(wd / f, fold_wal=True) for f in ("plain.sqlite", "offload.sqlite")]
             for i in range(1, threads):  # more checkpoints holding the same file: one object
                 graph.invoke(doc, cfg(f"pdf-{i}"))
             holding = saver.conn.execute("SELECT count(*) FROM checkpoints WHERE instr(checkpoint,"
                                          " ?)", (off.sha256_hex(pdf).encode(),)).fetchone()[0]
             added, uploads = set(store.keys()) - keys_before, store.uploads
-            largest = max(off.largest_row_bytes(saver.conn, t) for t in ("checkpoints", "writes"))
+            largest = max(largest_row_bytes(saver.conn, t) for t in ("checkpoints", "writes"))
             checkpoint = saver.get_tuple(cfg("pdf")).checkpoint
             p99 = off.dumps_p99_ms(serde, checkpoint, dumps_calls)
             asking = off.OffloadingSerializer(store=off.S3BlobStore(client, s3.bucket, known_ttl=0))
@@ -142,8 +148,8 @@ def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 20
                               off.BlobStoreUnavailable)
         down_seconds = round(time.perf_counter() - started, 3)
         _refusal(lambda: graph.invoke(doc, cfg("async")), off.BlobStoreUnavailable)
-        down_rows = off.row_counts(saver.conn, "sync")
-        async_rows = off.row_counts(saver.conn, "async")
+        down_rows = row_counts(saver.conn, "sync")
+        async_rows = row_counts(saver.conn, "async")
 
     reduction = round(100 * (1 - offload / plain), 4)
     w.show(f"the reference in the row ({len(ref)} bytes): {ref!r}")

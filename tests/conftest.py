@@ -13,7 +13,10 @@ def _children() -> set[int]:
     """Live (non-zombie) child processes of this test process, from /proc."""
     pids: set[int] = set()
     for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        pids.update(int(p) for p in children.read_text().split())
+        try:  # a thread may end between the listing and the read
+            pids.update(int(p) for p in children.read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
     alive = set()
     for pid in pids:
         try:

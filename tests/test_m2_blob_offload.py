@@ -43,9 +43,9 @@ from shared.savers.offload import (
     S3BlobStore,
     collect_unreferenced_blobs,
     referenced_digests,
-    row_counts,
     sha256_hex,
 )
+from shared.savers.sqlite import row_counts
 
 KIB = 1024
 CONFIG = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}

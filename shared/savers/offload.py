@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -401,57 +400,3 @@ def collect_unreferenced_blobs(conn: sqlite3.Connection, store: S3BlobStore,
     """Delete (or, with ``dry_run``, list) blobs in ``store`` that no row references."""
     return store.delete_unreferenced(referenced_digests(conn, store.bucket), dry_run=dry_run,
                                      grace_seconds=grace_seconds)
-
-
-# --- measuring what a database holds --------------------------------------------------------
-# Thread-scoped, so that a lesson can compare one thread across databases. Table names below
-# come from the fixed set _TABLES and column names from PRAGMA table_info, never from a caller.
-_TABLES = ("checkpoints", "writes")
-
-
-def _row_size_sql(conn: sqlite3.Connection, table: str) -> str:
-    if table not in _TABLES:
-        raise ValueError(f"table must be one of {_TABLES}, not {table!r}")
-    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    # CAST AS BLOB: length() of TEXT counts characters; we want bytes.
-    return " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in columns)
-
-
-def stored_bytes(conn: sqlite3.Connection, thread_id: str | None = None) -> int:
-    """Bytes in every column of every row of ``checkpoints`` and ``writes`` (one thread or all)."""
-    total = 0
-    for table in _TABLES:
-        size = _row_size_sql(conn, table)
-        if thread_id is None:
-            row = conn.execute(f"SELECT coalesce(sum({size}), 0) FROM {table}")  # noqa: S608
-        else:
-            row = conn.execute(f"SELECT coalesce(sum({size}), 0) FROM {table} "  # noqa: S608
-                               "WHERE thread_id = ?", (thread_id,))
-        total += row.fetchone()[0]
-    return total
-
-
-def row_counts(conn: sqlite3.Connection, thread_id: str) -> tuple[int, int]:
-    """How many ``checkpoints`` rows and ``writes`` rows a thread has."""
-    checkpoints, writes = (
-        conn.execute(f"SELECT count(*) FROM {t} WHERE thread_id = ?",  # noqa: S608
-                     (thread_id,)).fetchone()[0] for t in _TABLES)
-    return checkpoints, writes
-
-
-def largest_row_bytes(conn: sqlite3.Connection, table: str = "checkpoints") -> int:
-    """The size in bytes of the largest row of ``table`` (``checkpoints`` or ``writes``)."""
-    size = _row_size_sql(conn, table)
-    return conn.execute(f"SELECT coalesce(max({size}), 0) FROM {table}").fetchone()[0]  # noqa: S608
-
-
-def database_file_bytes(path: str | Path) -> int:
-    """The database's size on disk after folding the WAL in: main file plus ``-wal``."""
-    path = Path(path)
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-    wal = path.with_name(path.name + "-wal")
-    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)

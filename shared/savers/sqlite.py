@@ -94,23 +94,55 @@ _TABLE_COLUMNS = {
 }
 
 
-def table_bytes(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """Rows and payload bytes of every row of ``checkpoints`` and ``writes``."""
+def table_bytes(conn: sqlite3.Connection, thread_id: str | None = None,
+                ) -> dict[str, dict[str, int]]:
+    """Rows, payload bytes and largest row of ``checkpoints`` and ``writes`` (one thread or all).
+
+    Bytes are summed over every column of every row, read from the database itself.
+    """
     out = {}
     for table, columns in _TABLE_COLUMNS.items():
         present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        cols = [c for c in columns if c in present]
-        total = " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in cols)
+        size = " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)"
+                          for c in columns if c in present)
+        where, args = ("WHERE thread_id = ?", (thread_id,)) if thread_id is not None else ("", ())
         # Identifiers come from _TABLE_COLUMNS above, never from the caller.
-        sql = f"SELECT count(*), coalesce(sum({total}), 0) FROM {table}"  # noqa: S608
-        rows, size = conn.execute(sql).fetchone()
-        out[table] = {"rows": rows, "bytes": size}
+        sql = (f"SELECT count(*), coalesce(sum({size}), 0), coalesce(max({size}), 0) "  # noqa: S608
+               f"FROM {table} {where}")
+        rows, total, largest = conn.execute(sql, args).fetchone()
+        out[table] = {"rows": rows, "bytes": total, "largest_row": largest}
     return out
 
 
-def file_bytes(path: str | Path) -> int:
-    """Bytes on disk of the database file with its -wal and -shm companions."""
+def stored_bytes(conn: sqlite3.Connection, thread_id: str | None = None) -> int:
+    """Bytes in every column of every row of ``checkpoints`` and ``writes``."""
+    return sum(t["bytes"] for t in table_bytes(conn, thread_id).values())
+
+
+def row_counts(conn: sqlite3.Connection, thread_id: str | None = None) -> tuple[int, int]:
+    """How many ``checkpoints`` rows and ``writes`` rows there are (for a thread, or all)."""
+    tables = table_bytes(conn, thread_id)
+    return tables["checkpoints"]["rows"], tables["writes"]["rows"]
+
+
+def largest_row_bytes(conn: sqlite3.Connection, table: str = "checkpoints") -> int:
+    """The size in bytes of the largest row of ``table`` (``checkpoints`` or ``writes``)."""
+    return table_bytes(conn)[table]["largest_row"]
+
+
+def file_bytes(path: str | Path, fold_wal: bool = False) -> int:
+    """Bytes on disk of the database with its -wal and -shm files.
+
+    ``fold_wal`` first runs ``PRAGMA wal_checkpoint(TRUNCATE)``, so the figure is the
+    database's own size, not how much WAL happens to be waiting.
+    """
     path = Path(path)
+    if fold_wal:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
                if p.exists())
 
