@@ -2,6 +2,7 @@
 
     ckpt inspect checkpoints.sqlite              # bytes by table, threads, largest rows
     ckpt inspect checkpoints.sqlite --thread T   # one thread's history, newest first
+    ckpt prune checkpoints.sqlite --older-than 30d --keep-last 20 [--dry-run] [--gc-s3]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.errors import CheckpointError
+from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
 
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many of the largest checkpoints to list (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_inspect)
+    add_prune_command(sub)
     return parser
 
 
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"ckpt: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ckpt: interrupted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,939 @@
+"""Retention for LangGraph's SQLite checkpoint files: plan, apply, verify, schedule.
+
+The official ``SqliteSaver`` never deletes anything; a busy assistant's file grows forever.
+``RetentionPolicy(older_than=30 days, keep_last=20)`` says what may go: a checkpoint is
+deleted only when it is older than the cutoff *and* not among the newest ``keep_last`` of
+its (thread, namespace). Either bound may be left out (not both). Then the checkpoints the
+survivors need are kept too, each with its reason:
+
+- ``newer than the cutoff`` / ``newest N of thread``: the policy itself;
+- ``DeltaChannel ancestor of a kept checkpoint``: a ``DeltaChannel`` stores only a sentinel
+  in most checkpoints and rebuilds its value by replaying the ``writes`` of the ancestors
+  back to the nearest ``_DeltaSnapshot``. Those ancestors (and their writes) are kept, so a
+  kept checkpoint loads with the same value as before. (PostgresSaver refuses such threads
+  instead; keeping the ancestors lets a DeltaChannel thread be pruned at all.)
+- ``parent holding pending sends``: a pre-v4 checkpoint reads its pending ``Send``s from its
+  parent's writes, as in PostgresSaver's ``keep_latest``.
+
+Where the chain is cut (a kept checkpoint whose parent goes) the kept checkpoint's
+``parent_checkpoint_id`` is set to NULL, as PostgresSaver does: history then ends cleanly
+there instead of pointing at a row that no longer exists. Nothing else in a kept row changes.
+"Newest" means the highest checkpoint id, the one ``get_tuple`` loads. Each namespace
+(a subgraph's too) is pruned on its own; unlike PostgresSaver, a finished subgraph call's
+namespace is not dropped together with the root checkpoint it started from.
+
+Age. There is no ``ts`` column: the timestamp sits inside the serialized checkpoint. But
+LangGraph's checkpoint ids are uuid6 (``uuid6(clock_seq=step)``), whose first 60 bits are
+the creation time in 100 ns units, taken microseconds after ``ts`` (measured: 0.03 ms on
+the chat graph's rows; with ``durability="exit"`` the saved checkpoint keeps the id of its
+superstep and gets a slightly later ``ts``). The hex string sorts like that number, so the
+cutoff becomes the smallest uuid6 string of that instant and "older than" is
+``checkpoint_id < cutoff_id``: a string comparison on the primary key, no blob read. Ids
+that are not uuid6 (hand-made) fall back to reading ``ts`` from the blob.
+
+Apply runs in one ``BEGIN IMMEDIATE`` transaction and re-plans inside it, so a checkpoint
+saved between planning and applying is seen (``replanned``) and never orphaned. Writes of
+deleted checkpoints go with them; ``writes`` rows whose checkpoint does not exist at all
+and whose id is more than an hour old are orphans and go too (younger ones may belong to a
+checkpoint still being saved). Then VACUUM (or ``incremental_vacuum`` when the file uses
+``auto_vacuum=INCREMENTAL``) and a WAL checkpoint give the space back to the file system.
+
+The command (``ckpt prune``), and how to run it daily::
+
+    ckpt prune DB --older-than 30d --keep-last 20 --dry-run   # what would go; changes nothing
+    ckpt prune DB --older-than 30d --keep-last 20 --json      # do it, print the result as JSON
+    ckpt prune DB --older-than 30d --every 24h                # stay up, prune once a day
+
+    # crontab -e: every day at 03:17, appending the summary to a log
+    17 3 * * * cd /srv/app && .venv/bin/ckpt prune /data/checkpoints.sqlite --older-than 30d --keep-last 20 >> /var/log/ckpt-prune.log 2>&1
+
+Prune while the application runs if you must: the write lock is held while the plan is
+remade and the rows deleted, then VACUUM rewrites the whole file under its own lock. The
+application's writers wait up to their busy timeout (5 s for ``sqlite3.connect``) and then
+fail, so schedule it off-peak. A run interrupted (Ctrl-C, kill) rolls back; rerun it.
+"""  # noqa: E501 -- a crontab line cannot be wrapped
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import sqlite3
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import Checkpoint
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from shared.errors import CheckpointError
+
+Key = tuple[str, str, str]  # (thread_id, checkpoint_ns, checkpoint_id)
+AfterPrune = Callable[[sqlite3.Connection, bool], object]
+
+RECENT = "newer than the cutoff"
+DELTA = "DeltaChannel ancestor of a kept checkpoint"
+SENDS = "parent holding a kept pre-v4 checkpoint's pending sends"
+JS_DELTA = "LangGraph.js DeltaChannel namespace: not pruned"
+NO_AGE = "age unknown: id is not uuid6 and ts unreadable"
+ORPHAN_WRITES_GRACE = timedelta(hours=1)
+TASKS_CHANNEL = "__pregel_tasks"  # where pre-v4 checkpoints kept their pending sends
+
+
+def newest_reason(n: int) -> str:
+    return f"newest {n} of thread"
+
+
+# --- age: uuid6 ids carry their creation time ------------------------------------------------
+
+_UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def uuid6_at(moment: datetime, clock_seq: int = 0, node: int = 0) -> str:
+    """The uuid6 string LangGraph would have made at ``moment`` (exact to 100 ns).
+
+    With ``clock_seq=0, node=0`` it is the smallest uuid6 of that instant: every id made at
+    or after ``moment`` sorts at or above it, every earlier one below.
+    """
+    delta = _aware(moment) - _UNIX_EPOCH
+    ticks = ((delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds) * 10
+    ts = ticks + _UUID_EPOCH_OFFSET
+    value = ((ts >> 12) & 0xFFFFFFFFFFFF) << 80 | (ts & 0x0FFF) << 64
+    value |= (clock_seq & 0x3FFF) << 48 | (node & 0xFFFFFFFFFFFF)
+    value = (value & ~(0xF000 << 64)) | 6 << 76  # version 6
+    value = (value & ~(0xC000 << 48)) | 0x8000 << 48  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def uuid6_time(checkpoint_id: str) -> datetime | None:
+    """The creation time inside a uuid6 checkpoint id; None for any other id."""
+    try:
+        u = uuid.UUID(checkpoint_id)
+    except ValueError:
+        return None
+    if u.version != 6 or str(u) != checkpoint_id:
+        return None
+    ts = (u.time_low << 28) | (u.time_mid << 12) | (u.time_hi_version & 0x0FFF)
+    return _UNIX_EPOCH + timedelta(microseconds=(ts - _UUID_EPOCH_OFFSET) // 10)
+
+
+# SQL form of "this id is a canonical uuid6", so the string comparison is only trusted there.
+_IS_UUID6 = ("(length({c}) = 36 AND substr({c}, 15, 1) = '6' "
+             "AND substr({c}, 20, 1) IN ('8', '9', 'a', 'b') AND lower({c}) = {c})")
+
+
+# --- the policy and the plan ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Delete a checkpoint only if it is older than ``older_than`` AND not among the newest
+    ``keep_last`` of its (thread, namespace). A bound left as None does not protect."""
+
+    older_than: timedelta | None = None
+    keep_last: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.older_than is None and self.keep_last is None:
+            raise CheckpointError("A retention policy needs --older-than, --keep-last or both: "
+                                  "with neither, every checkpoint would go.")
+        if self.older_than is not None and self.older_than <= timedelta(0):
+            raise CheckpointError(f"older_than must be positive, got {self.older_than}: "
+                                  "give an age such as 30d.")
+        if self.keep_last is not None and (isinstance(self.keep_last, bool)
+                                           or not isinstance(self.keep_last, int)
+                                           or self.keep_last < 1):
+            raise CheckpointError(f"keep_last must be a whole number of at least 1, got "
+                                  f"{self.keep_last!r}: use the strategy 'delete' to drop whole "
+                                  "threads.")
+
+    def describe(self) -> str:
+        if self.older_than is None:
+            return f"keep the newest {self.keep_last} checkpoints per thread"
+        text = f"delete checkpoints older than {format_duration(self.older_than)}"
+        return text + (f" except the newest {self.keep_last} per thread"
+                       if self.keep_last is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"older_than_seconds": None if self.older_than is None
+                else self.older_than.total_seconds(), "keep_last": self.keep_last}
+
+
+@dataclass
+class PrunePlan:
+    """What a policy would delete, what it keeps and why; computed, nothing changed."""
+
+    policy: RetentionPolicy
+    now: datetime
+    cutoff: datetime | None
+    thread_ids: tuple[str, ...] | None
+    checkpoints_in_scope: int
+    writes_in_scope: int
+    delete: list[Key]
+    keep_reasons: dict[Key, str]
+    cut_parents: list[Key]  # kept checkpoints whose parent goes: parent id becomes NULL
+    writes_to_delete: int
+    orphan_writes: int
+    ages_from_ts: int  # rows whose age came from the blob's ts (id not uuid6)
+
+    def reason_counts(self) -> dict[str, int]:
+        return dict(Counter(self.keep_reasons.values()).most_common())
+
+    def kept_old(self) -> dict[Key, str]:
+        """Kept checkpoints the cutoff alone would have deleted, with the reason."""
+        return {k: r for k, r in self.keep_reasons.items() if r != RECENT}
+
+    def summary(self) -> dict[str, Any]:
+        return {"policy": self.policy.to_dict(), "now": self.now.isoformat(),
+                "cutoff": self.cutoff.isoformat() if self.cutoff else None,
+                "threads": list(self.thread_ids) if self.thread_ids is not None else "all",
+                "checkpoints_in_scope": self.checkpoints_in_scope,
+                "writes_in_scope": self.writes_in_scope,
+                "checkpoints_to_delete": len(self.delete),
+                "checkpoints_to_keep": len(self.keep_reasons),
+                "kept_reasons": self.reason_counts(),
+                "parents_to_cut": len(self.cut_parents),
+                "writes_to_delete": self.writes_to_delete,
+                "orphan_writes_to_delete": self.orphan_writes,
+                "ages_read_from_ts": self.ages_from_ts}
+
+
+class _Row(NamedTuple):
+    parent: str | None
+    rank: int
+    counters: frozenset[str]  # DeltaChannel names in counters_since_delta_snapshot
+    js_delta: bool
+
+
+def _scope(thread_ids: Sequence[str] | None, column: str = "thread_id") -> tuple[str, list[Any]]:
+    """A WHERE fragment for the thread filter: one JSON parameter, however many threads."""
+    if thread_ids is None:
+        return "1", []
+    # `column` is one of our constants; the thread ids travel as one JSON parameter.
+    return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(thread_ids))]  # noqa: S608
+
+
+def _checked_thread_ids(thread_ids: Sequence[str] | None) -> tuple[str, ...] | None:
+    if thread_ids is None:
+        return None
+    if isinstance(thread_ids, str):
+        raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
+    return tuple(str(t) for t in thread_ids)
+
+
+def _load(conn: sqlite3.Connection, serde: SerializerProtocol, key: Key) -> Checkpoint | None:
+    row = conn.execute("SELECT type, checkpoint FROM checkpoints WHERE thread_id = ? AND "
+                       "checkpoint_ns = ? AND checkpoint_id = ?", key).fetchone()
+    if row is None:
+        return None
+    try:
+        return serde.loads_typed((row[0], row[1]))
+    except Exception as exc:
+        raise CheckpointError(
+            f"Could not decode checkpoint {key[2]} of thread {key[0]!r} ({exc}): the database "
+            "uses a serializer this command does not have; prune it from code with "
+            "PrunableSqliteSaver(conn, serde=...).") from exc
+
+
+def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
+               thread_ids: Sequence[str] | None = None, *, now: datetime | None = None,
+               serde: SerializerProtocol | None = None) -> PrunePlan:
+    """Decide, without changing anything, which checkpoints ``policy`` deletes and why the
+    others stay. ``now`` fixes the clock (tests and drills); ``serde`` is only used to read
+    DeltaChannel checkpoints and the ``ts`` of non-uuid6 ids."""
+    threads = _checked_thread_ids(thread_ids)
+    serde = serde or JsonPlusSerializer()
+    now = _aware(now or datetime.now(UTC))
+    cutoff = now - policy.older_than if policy.older_than is not None else None
+    cutoff_id = uuid6_at(cutoff) if cutoff is not None else None
+    where, params = _scope(threads)
+    meta = "CAST(metadata AS TEXT)"
+    # One pass over the index: rank within (thread, ns), and the DeltaChannel markers that
+    # LangGraph leaves in metadata (the same ones PostgresSaver's prune looks for).
+    cur = conn.execute(
+        f"""SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                   ROW_NUMBER() OVER (PARTITION BY thread_id, checkpoint_ns
+                                      ORDER BY checkpoint_id DESC),
+                   CASE WHEN json_valid({meta}) THEN
+                        json_extract({meta}, '$.counters_since_delta_snapshot') END,
+                   CASE WHEN json_valid({meta}) THEN
+                        json_extract({meta}, '$.delta_writes_versioned') IS NOT NULL END,
+                   CASE WHEN ? IS NULL THEN 0 WHEN {_IS_UUID6.format(c='checkpoint_id')}
+                        THEN checkpoint_id < ? ELSE NULL END
+            FROM checkpoints WHERE {where}""",  # noqa: S608 -- constant fragments
+        [cutoff_id, cutoff_id, *params])
+    rows: dict[Key, _Row] = {}
+    old: set[Key] = set()
+    unknown_age: list[Key] = []
+    for t, ns, cid, parent, rank, counters, js, is_old in cur:
+        key = (t, ns, cid)
+        names = frozenset(json.loads(counters)) if counters else frozenset()
+        rows[key] = _Row(parent, rank, names, bool(js))
+        if cutoff is None or is_old:
+            old.add(key)
+        elif is_old is None:
+            unknown_age.append(key)
+    ages_from_ts = 0
+    no_age: set[Key] = set()
+    for key in unknown_age:  # slow path: the id is not uuid6, read ts from the blob
+        ckpt = _load(conn, serde, key)
+        try:
+            ts = _aware(datetime.fromisoformat(str(ckpt["ts"]))) if ckpt else None
+        except (KeyError, ValueError):
+            ts = None
+        if ts is None:
+            no_age.add(key)
+        else:
+            ages_from_ts += 1
+            if cutoff is not None and ts < cutoff:
+                old.add(key)
+
+    js_namespaces = {(k[0], k[1]) for k, r in rows.items() if r.js_delta}
+    delta_names: dict[tuple[str, str], set[str]] = {}
+    for k, r in rows.items():
+        if r.counters:
+            delta_names.setdefault((k[0], k[1]), set()).update(r.counters)
+
+    keep: dict[Key, str] = {}
+    candidates: set[Key] = set()
+    for key, r in rows.items():
+        if (key[0], key[1]) in js_namespaces:
+            keep[key] = JS_DELTA
+        elif key in no_age:
+            keep[key] = NO_AGE
+        elif key not in old:
+            keep[key] = RECENT
+        elif policy.keep_last is not None and r.rank <= policy.keep_last:
+            keep[key] = newest_reason(policy.keep_last)
+        else:
+            candidates.add(key)
+
+    def parent_of(key: Key) -> Key | None:
+        p = rows[key].parent
+        pk = (key[0], key[1], p) if p else None
+        return pk if pk in rows else None
+
+    # Rescue what the kept checkpoints need, until nothing changes (a rescued row may need
+    # its own ancestors). `done[ch]` holds rows whose walk for channel ch is complete.
+    sends_parents = set()
+    if candidates:
+        w, p = _scope(threads)
+        sends_parents = {tuple(r) for r in conn.execute(
+            f"SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM writes "  # noqa: S608
+            f"WHERE channel = ? AND {w}", [TASKS_CHANNEL, *p])}
+    loaded: dict[Key, tuple[frozenset[str], frozenset[str], int]] = {}
+
+    def info(key: Key) -> tuple[frozenset[str], frozenset[str], int]:
+        if key not in loaded:
+            ckpt = _load(conn, serde, key) or {}
+            loaded[key] = (frozenset(ckpt.get("channel_values") or {}),
+                           frozenset(ckpt.get("channel_versions") or {}), int(ckpt.get("v", 1)))
+        return loaded[key]
+
+    # Only namespaces that lose rows can break, so only their kept rows are read.
+    losing = {(k[0], k[1]) for k in candidates}
+    done: dict[str, set[Key]] = {}
+    work = [k for k in keep if (k[0], k[1]) in losing
+            and (rows[k].counters or parent_of(k) in sends_parents)]
+    while work:
+        key = work.pop()
+        parent = parent_of(key)
+        if parent in candidates and parent in sends_parents and info(key)[2] < 4:
+            candidates.discard(parent)
+            keep[parent] = SENDS
+            work.append(parent)
+        if not rows[key].counters:
+            continue
+        values, versions, _ = info(key)
+        names = rows[key].counters | delta_names.get((key[0], key[1]), set())
+        need = {ch for ch in names if ch in versions and ch not in values}
+        path: dict[str, list[Key]] = {ch: [] for ch in need}
+        cursor, seen = key, {key}
+        while need and (cursor := parent_of(cursor)) is not None and cursor not in seen:
+            seen.add(cursor)
+            if cursor in candidates:
+                candidates.discard(cursor)
+                keep[cursor] = DELTA
+                work.append(cursor)
+            need -= {ch for ch in need if cursor in done.get(ch, ())}
+            for ch in need:
+                path[ch].append(cursor)
+            if need:
+                need -= info(cursor)[0]  # a stored value (the snapshot) ends the walk
+        for ch, walked in path.items():
+            done.setdefault(ch, set()).update(walked)
+
+    delete = sorted(candidates)
+    cut = sorted(k for k in keep if (p := parent_of(k)) is not None and p in candidates)
+    writes_in_scope, writes_to_delete, orphans = _count_writes(conn, threads, candidates,
+                                                               uuid6_at(now - ORPHAN_WRITES_GRACE))
+    return PrunePlan(policy, now, cutoff, threads, len(rows), writes_in_scope, delete, keep,
+                     cut, writes_to_delete, orphans, ages_from_ts)
+
+
+# Constant fragments; the grace id is a parameter.
+_ORPHAN_WHERE = ("NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = w.thread_id "  # noqa: S608
+                 "AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id) "
+                 f"AND {_IS_UUID6.format(c='w.checkpoint_id')} AND w.checkpoint_id < ?")
+
+
+def _count_writes(conn: sqlite3.Connection, threads: tuple[str, ...] | None,
+                  candidates: set[Key], grace_id: str) -> tuple[int, int, int]:
+    where, params = _scope(threads, "w.thread_id")
+    per_ckpt = Counter((t, ns, c) for t, ns, c in conn.execute(
+        f"SELECT thread_id, checkpoint_ns, checkpoint_id FROM writes w WHERE {where}",  # noqa: S608
+        params))
+    in_scope = sum(per_ckpt.values())
+    to_delete = sum(per_ckpt[k] for k in candidates)
+    orphans = conn.execute(
+        f"SELECT count(*) FROM writes w WHERE {where} AND {_ORPHAN_WHERE}",  # noqa: S608
+        [*params, grace_id]).fetchone()[0]
+    return in_scope, to_delete, orphans
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+@dataclass
+class PruneResult:
+    """What a prune did (or, for a dry run, would do), with sizes read from the file."""
+
+    dry_run: bool
+    policy: RetentionPolicy
+    cutoff: datetime | None
+    checkpoints_before: int
+    checkpoints_deleted: int
+    checkpoints_after: int
+    writes_deleted: int
+    orphan_writes_deleted: int
+    parents_cut: int
+    kept_reasons: dict[str, int]
+    file_bytes_before: int  # the database file plus its -wal and -shm
+    file_bytes_after: int
+    db_bytes_before: int  # the database file alone
+    db_bytes_after: int
+    shrink: str
+    replanned: bool
+    seconds: float
+    after_prune: object = None
+    plan: PrunePlan | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        hook = self.after_prune
+        try:
+            json.dumps(hook)
+        except (TypeError, ValueError):
+            hook = repr(hook)
+        return {"dry_run": self.dry_run, "policy": self.policy.to_dict(),
+                "cutoff": self.cutoff.isoformat() if self.cutoff else None,
+                "checkpoints_before": self.checkpoints_before,
+                "checkpoints_deleted": self.checkpoints_deleted,
+                "checkpoints_after": self.checkpoints_after,
+                "writes_deleted": self.writes_deleted,
+                "orphan_writes_deleted": self.orphan_writes_deleted,
+                "parents_cut": self.parents_cut, "kept_reasons": self.kept_reasons,
+                "file_bytes_before": self.file_bytes_before,
+                "file_bytes_after": self.file_bytes_after,
+                "db_bytes_before": self.db_bytes_before, "db_bytes_after": self.db_bytes_after,
+                "shrink": self.shrink, "replanned": self.replanned,
+                "seconds": round(self.seconds, 3), "after_prune": hook}
+
+
+def database_path(conn: sqlite3.Connection) -> Path | None:
+    """The main database file of ``conn``; None for an in-memory database."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return Path(file) if file else None
+    return None
+
+
+def file_bytes(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(database file alone, database file + -wal + -shm) in bytes, from the file system."""
+    path = database_path(conn)
+    if path is None:
+        return 0, 0
+    main = path.stat().st_size if path.exists() else 0
+    extra = sum(p.stat().st_size for p in (Path(f"{path}-wal"), Path(f"{path}-shm"))
+                if p.exists())
+    return main, main + extra
+
+
+def _shrink(conn: sqlite3.Connection) -> str:
+    """Give freed pages back to the file system; says how."""
+    mode = conn.execute("PRAGMA auto_vacuum").fetchone()[0]
+    if mode == 2:
+        conn.execute("PRAGMA incremental_vacuum").fetchall()
+        how = "incremental_vacuum"
+    elif mode == 1:
+        how = "auto_vacuum=FULL (at commit)"
+    else:
+        conn.execute("VACUUM")
+        how = "VACUUM"
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        how += " + WAL truncated" if not busy else " (WAL busy: readers kept it)"
+    return how
+
+
+def apply_prune(target: sqlite3.Connection | SqliteSaver, plan: PrunePlan, *,
+                dry_run: bool = False, vacuum: bool = True,
+                after_prune: AfterPrune | None = None) -> PruneResult:
+    """Carry out ``plan`` in one transaction, then shrink the file.
+
+    The plan is recomputed inside the write lock (same policy, clock and threads); if the
+    database changed since it was made, the fresh plan is applied and ``replanned`` is True,
+    so a checkpoint saved in between is never orphaned. ``dry_run`` changes nothing and
+    reports what would go. ``after_prune(conn, dry_run)`` runs after the commit, e.g. to
+    garbage-collect offloaded blobs that no row references any more; its return value is
+    kept in the result. A saver's lock is held throughout, so its other callers in this
+    process wait instead of interleaving (the hook must use ``conn``, not the saver).
+    """
+    return _run(target, plan.policy, plan.thread_ids, plan.now, plan, dry_run, vacuum,
+                after_prune)
+
+
+def prune_now(target: sqlite3.Connection | SqliteSaver, policy: RetentionPolicy,
+              thread_ids: Sequence[str] | None = None, *, now: datetime | None = None,
+              dry_run: bool = False, vacuum: bool = True,
+              after_prune: AfterPrune | None = None) -> PruneResult:
+    """Plan and apply in one step: the plan is made inside the transaction."""
+    return _run(target, policy, _checked_thread_ids(thread_ids),
+                _aware(now or datetime.now(UTC)), None, dry_run, vacuum, after_prune)
+
+
+def _run(target: sqlite3.Connection | SqliteSaver, policy: RetentionPolicy,
+         threads: tuple[str, ...] | None, now: datetime, expected: PrunePlan | None,
+         dry_run: bool, vacuum: bool, after_prune: AfterPrune | None) -> PruneResult:
+    if isinstance(target, SqliteSaver):
+        target.setup()
+        with target.lock:
+            return _apply(target.conn, policy, threads, now, expected, target.serde, dry_run,
+                          vacuum, after_prune)
+    return _apply(target, policy, threads, now, expected, None, dry_run, vacuum, after_prune)
+
+
+def _apply(conn: sqlite3.Connection, policy: RetentionPolicy, threads: tuple[str, ...] | None,
+           now: datetime, expected: PrunePlan | None, serde: SerializerProtocol | None,
+           dry_run: bool, vacuum: bool, after_prune: AfterPrune | None) -> PruneResult:
+    started = time.perf_counter()
+    db_before, bytes_before = file_bytes(conn)
+    if conn.in_transaction:
+        raise CheckpointError("The connection has an open transaction: commit or roll it back "
+                              "before pruning, so the prune is not mixed into it.")
+    if dry_run:
+        plan = plan_prune(conn, policy, threads, now=now, serde=serde)
+        deleted, writes, orphans = len(plan.delete), plan.writes_to_delete, plan.orphan_writes
+    else:
+        conn.execute("BEGIN IMMEDIATE")  # the write lock first: nothing changes under the plan
+        try:
+            plan = plan_prune(conn, policy, threads, now=now, serde=serde)
+            writes = conn.executemany(
+                "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? "
+                "AND checkpoint_id = ?", plan.delete).rowcount
+            deleted = conn.executemany(
+                "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
+                "AND checkpoint_id = ?", plan.delete).rowcount
+            conn.executemany(
+                "UPDATE checkpoints SET parent_checkpoint_id = NULL WHERE thread_id = ? "
+                "AND checkpoint_ns = ? AND checkpoint_id = ?", plan.cut_parents)
+            where, params = _scope(threads, "w.thread_id")
+            orphans = conn.execute(
+                f"DELETE FROM writes AS w WHERE {where} AND {_ORPHAN_WHERE}",  # noqa: S608
+                [*params, uuid6_at(now - ORPHAN_WRITES_GRACE)]).rowcount
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    hook_result = after_prune(conn, dry_run) if after_prune is not None else None
+    if dry_run:
+        how = "none (dry run)"
+    elif not vacuum:
+        how = "none (vacuum=False)"
+    elif deleted or writes or orphans or conn.execute("PRAGMA freelist_count").fetchone()[0]:
+        how = _shrink(conn)
+    else:
+        how = "none (nothing freed)"
+    db_after, bytes_after = file_bytes(conn)
+    replanned = expected is not None and (plan.delete != expected.delete
+                                          or plan.cut_parents != expected.cut_parents)
+    return PruneResult(
+        dry_run=dry_run, policy=policy, cutoff=plan.cutoff,
+        checkpoints_before=plan.checkpoints_in_scope, checkpoints_deleted=deleted,
+        checkpoints_after=plan.checkpoints_in_scope - deleted,
+        writes_deleted=writes + orphans, orphan_writes_deleted=orphans,
+        parents_cut=len(plan.cut_parents), kept_reasons=plan.reason_counts(),
+        file_bytes_before=bytes_before, file_bytes_after=bytes_after,
+        db_bytes_before=db_before, db_bytes_after=db_after, shrink=how, replanned=replanned,
+        seconds=time.perf_counter() - started, after_prune=hook_result, plan=plan)
+
+
+# --- audit: what a reader checks afterwards, without the planner -----------------------------
+
+class AuditRow(NamedTuple):
+    parent: str | None
+    ts: datetime  # read from the serialized checkpoint, not from the id
+    digest: str  # sha256 of checkpoint blob + metadata: did a kept row change?
+
+
+def audit_rows(conn: sqlite3.Connection, serde: SerializerProtocol | None = None
+               ) -> dict[Key, AuditRow]:
+    """Every checkpoint with its parent, its own ``ts`` and a digest of its bytes."""
+    serde = serde or JsonPlusSerializer()
+    out = {}
+    for t, ns, cid, parent, typ, blob, meta in conn.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
+            "checkpoint, metadata FROM checkpoints"):
+        ts = _aware(datetime.fromisoformat(serde.loads_typed((typ, blob))["ts"]))
+        out[(t, ns, cid)] = AuditRow(parent, ts, hashlib.sha256(blob + (meta or b"")).hexdigest())
+    return out
+
+
+def audit_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row counts, payload bytes (every column of every row), dangling parent links and
+    orphaned writes, by plain SQL."""
+    q = {
+        "checkpoints": "SELECT count(*) FROM checkpoints",
+        "writes": "SELECT count(*) FROM writes",
+        "payload_bytes": "SELECT (SELECT coalesce(sum(length(thread_id) + length(checkpoint_ns) "
+        "+ length(checkpoint_id) + coalesce(length(parent_checkpoint_id), 0) + length(type) "
+        "+ length(checkpoint) + length(metadata)), 0) FROM checkpoints) + (SELECT "
+        "coalesce(sum(length(thread_id) + length(checkpoint_ns) + length(checkpoint_id) "
+        "+ length(task_id) + length(task_path) + 8 + length(channel) + length(type) "
+        "+ coalesce(length(value), 0)), 0) FROM writes)",
+        "dangling_parent_links": "SELECT count(*) FROM checkpoints c WHERE "
+        "parent_checkpoint_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM checkpoints p WHERE "
+        "p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns "
+        "AND p.checkpoint_id = c.parent_checkpoint_id)",
+        "orphaned_writes": "SELECT count(*) FROM writes w WHERE NOT EXISTS (SELECT 1 FROM "
+        "checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns "
+        "AND c.checkpoint_id = w.checkpoint_id)",
+    }
+    return {name: conn.execute(sql).fetchone()[0] for name, sql in q.items()}
+
+
+# --- backdated chat traffic, for retention drills --------------------------------------------
+
+_WORDS = tuple(" ".join((
+    "checkpoint thread state graph node message reply order invoice refund shipping "
+    "address account password reset weather tomorrow meeting calendar summary report "
+    "python error stack trace database index query latency budget plan travel hotel "
+    "flight price discount customer ticket status update please thanks sorry because the "
+    "a to of and in is it for on with that this you we can will",
+)).split())
+
+
+def _text(rng: random.Random, chars: int) -> str:
+    words: list[str] = []
+    size = 0
+    while size < chars:
+        word = rng.choice(_WORDS)
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words).capitalize() + "."
+
+
+def write_chat_conversation(saver: SqliteSaver, thread_id: str, start: datetime, turns: int,
+                            rng: random.Random) -> tuple[int, int]:
+    """Store a ``turns``-turn conversation of the shared chat graph as it happened at
+    ``start``, through ``put``/``put_writes``, row for row as the graph writes it: per turn
+    an ``input`` checkpoint (with the START task's writes), a ``loop`` checkpoint (with the
+    chatbot's write) and the answered ``loop`` checkpoint. ``ts`` and the uuid6 id are both
+    made for the simulated moment. Returns (checkpoints, writes) stored."""
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    messages: list[Any] = []
+    versions: dict[str, Any] = {}
+    seen: dict[str, dict[str, Any]] = {"__input__": {}}
+    step, moment, n_ckpt, n_writes = -1, _aware(start), 0, 0
+
+    def bump(*channels: str) -> dict[str, Any]:
+        new = saver.get_next_version(max(versions.values(), default=None), None)
+        for ch in channels:
+            versions[ch] = new
+        return {ch: new for ch in channels}
+
+    def put(values: dict[str, Any], source: str, new: dict[str, Any], updated: list[str]) -> None:
+        nonlocal config, step, n_ckpt
+        ckpt = Checkpoint(v=4, id=uuid6_at(moment, clock_seq=step, node=rng.getrandbits(48)),
+                          ts=moment.isoformat(), channel_values=values,
+                          channel_versions=dict(versions),
+                          versions_seen={k: dict(v) for k, v in seen.items()},
+                          updated_channels=updated)
+        config = saver.put(config, ckpt, {"source": source, "step": step, "parents": {}}, new)
+        step, n_ckpt = step + 1, n_ckpt + 1
+
+    def put_writes(writes: list[tuple[str, Any]], node: str) -> None:
+        nonlocal n_writes
+        saver.put_writes(config, writes, str(uuid.UUID(int=rng.getrandbits(128))),
+                         f"~__pregel_pull, {node}")
+        n_writes += len(writes)
+
+    for turn in range(turns):
+        user = HumanMessage(_text(rng, rng.randint(20, 300)),
+                            id=str(uuid.UUID(int=rng.getrandbits(128))))
+        answer = AIMessage(_text(rng, rng.randint(150, 2000)),
+                           id=str(uuid.UUID(int=rng.getrandbits(128))))
+        values: dict[str, Any] = {"messages": list(messages)} if messages else {}
+        put({**values, "__start__": {"messages": [user]}}, "input", bump("__start__"),
+            ["__start__"])
+        put_writes([("messages", [user]), ("branch:to:chatbot", None)], "__start__")
+        moment += timedelta(milliseconds=rng.randint(1, 5))
+        seen["__start__"] = {"__start__": versions["__start__"]}
+        new = bump("__start__", "messages", "branch:to:chatbot")
+        put({"messages": [*messages, user], "branch:to:chatbot": None}, "loop", new,
+            ["branch:to:chatbot", "messages"])
+        put_writes([("messages", [answer])], "chatbot")
+        moment += timedelta(milliseconds=rng.randint(400, 4000))  # the model thinks
+        seen["chatbot"] = {"branch:to:chatbot": versions["branch:to:chatbot"]}
+        messages += [user, answer]
+        put({"messages": list(messages)}, "loop", bump("messages", "branch:to:chatbot"),
+            ["messages"])
+        if turn < turns - 1:
+            moment += timedelta(seconds=rng.randint(20, 900))  # the user reads and types
+    return n_ckpt, n_writes
+
+
+def write_chat_days(saver: SqliteSaver, first_day: datetime, days: int, per_day: int,
+                    seed: int, label: str = "traffic", day_offset: int = 0) -> tuple[int, int]:
+    """``per_day`` conversations (2 to 8 turns) on each of ``days`` days from ``first_day``,
+    with a rich progress bar on a terminal. Thread ids are ``conv-<day>-<n>``."""
+    totals = [0, 0]
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=days * per_day)
+        for d in range(days):
+            rng = random.Random(seed * 1_000_003 + day_offset + d)
+            day = _aware(first_day) + timedelta(days=d)
+            for n in range(per_day):
+                start = day + timedelta(seconds=rng.randint(0, 20 * 3600))
+                turns = 2 + (n + d + day_offset) % 7  # every day the same mix of lengths
+                c, w = write_chat_conversation(saver, f"conv-{day_offset + d:03d}-{n:03d}",
+                                               start, turns, rng)
+                totals[0] += c
+                totals[1] += w
+                bar.advance(task)
+    return totals[0], totals[1]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+)\s*([dhms])")
+_UNIT = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str, option: str = "duration") -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s`` (or combined, ``1d12h``) as a positive timedelta."""
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not parts or _DURATION.sub("", cleaned).strip():
+        raise CheckpointError(f"{option} {text!r} is not a duration: write a number with a unit "
+                              "d, h, m or s, such as 30d, 12h, 90m or 45s.")
+    seconds = sum(int(n) * _UNIT[u] for n, u in parts)
+    if seconds <= 0:
+        raise CheckpointError(f"{option} {text!r} must be longer than zero: such as 30d.")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit in "dhm":
+        if seconds % _UNIT[unit] == 0 and seconds >= _UNIT[unit]:
+            return f"{seconds // _UNIT[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def parse_keep_last(text: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
+        raise CheckpointError(f"--keep-last {text!r} must be a whole number of at least 1, "
+                              "such as 20.")
+    return int(text)
+
+
+def open_checkpoint_db(path: Path) -> sqlite3.Connection:
+    """Open an existing SqliteSaver file for writing; never creates a file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
+                              "SQLite checkpoint database.")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30,
+                               check_same_thread=False)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointError(f"{path} is not a writable SQLite database ({exc}).") from exc
+    if not {"checkpoints", "writes"} <= tables:
+        conn.close()
+        raise CheckpointError(f"{path} has no LangGraph checkpoint tables: it was not written by "
+                              "SqliteSaver, or setup() never ran on it.")
+    return conn
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("db", type=Path, help="path of the SQLite checkpoint file")
+    p.add_argument("--older-than", metavar="AGE",
+                   help="delete checkpoints older than AGE (30d, 12h, 90m, 45s)")
+    p.add_argument("--keep-last", metavar="N",
+                   help="but always keep the newest N checkpoints of every thread")
+    p.add_argument("--thread", action="append", metavar="T", dest="threads",
+                   help="only these threads (repeat the option for several)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="report what would be deleted; change nothing")
+    p.add_argument("--every", metavar="INTERVAL",
+                   help="keep running: prune, sleep INTERVAL (e.g. 24h), repeat; Ctrl-C stops")
+    p.add_argument("--runs", type=int, default=None, metavar="N",
+                   help="with --every: stop after N runs (default: until interrupted)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (one line "
+                   "per run with --every)")
+    p.add_argument("--gc-s3", action="store_true",
+                   help="also delete offloaded blobs in S3 that no checkpoint references any "
+                   "more (S3_ENDPOINT_URL, AWS credentials, CKPT_S3_BUCKET); with --dry-run, "
+                   "list the ones unreferenced now")
+    p.add_argument("--gc-grace", metavar="AGE", default="1h",
+                   help="with --gc-s3: spare blobs younger than AGE, which a checkpoint being "
+                   "written right now may need (default 1h)")
+    p.set_defaults(func=cmd_prune)
+
+
+def add_prune_command(subparsers: Any) -> None:
+    """Register ``prune`` on an argparse subparsers object (``ckpt prune``)."""
+    p = subparsers.add_parser(
+        "prune", help="delete old checkpoints by a retention policy, then shrink the file",
+        description="Delete checkpoints older than --older-than except the newest --keep-last "
+        "of each thread, keeping what the kept ones need (DeltaChannel ancestors); orphaned "
+        "writes go too; then VACUUM. Exit status 2 on bad input.",
+        epilog="Daily with cron: 17 3 * * * cd /srv/app && .venv/bin/ckpt prune "
+        "/data/checkpoints.sqlite --older-than 30d --keep-last 20 >> /var/log/ckpt-prune.log 2>&1")
+    _add_arguments(p)
+
+
+def _print_result(console: Console, db: Path, result: PruneResult) -> None:
+    verb = "would delete" if result.dry_run else "deleted"
+    table = Table(title=f"ckpt prune {db}{' (dry run: nothing changed)' if result.dry_run else ''}"
+                  f" — {result.policy.describe()}", title_justify="left")
+    table.add_column("")
+    table.add_column("", justify="right")
+    rows = [("cutoff", result.cutoff.isoformat(timespec="seconds") if result.cutoff else "-"),
+            ("checkpoints before", f"{result.checkpoints_before:,}"),
+            (f"checkpoints {verb}", f"{result.checkpoints_deleted:,}"),
+            ("checkpoints after", f"{result.checkpoints_after:,}"),
+            (f"writes {verb}", f"{result.writes_deleted:,} ({result.orphan_writes_deleted:,} "
+                               "orphaned)"),
+            ("parent links cut", f"{result.parents_cut:,}")]
+    rows += [(f"kept: {reason}", f"{n:,}") for reason, n in result.kept_reasons.items()]
+    if isinstance(result.after_prune, list):
+        rows.append((f"S3 blobs {'unreferenced' if result.dry_run else 'deleted'}",
+                     f"{len(result.after_prune):,}"))
+    rows += [("file bytes (with -wal)", f"{result.file_bytes_before:,} → "
+                                         f"{result.file_bytes_after:,}"),
+             ("shrink", result.shrink), ("seconds", f"{result.seconds:.2f}")]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _run_once(args: argparse.Namespace, policy: RetentionPolicy) -> PruneResult:
+    conn = open_checkpoint_db(args.db)
+    try:
+        if args.threads:
+            where, params = _scope(args.threads)
+            known = {r[0] for r in conn.execute(
+                f"SELECT DISTINCT thread_id FROM checkpoints WHERE {where}",  # noqa: S608
+                params)}
+            if missing := [t for t in args.threads if t not in known]:
+                raise CheckpointError(f"Thread {missing[0]!r} has no checkpoints in {args.db}: "
+                                      "run `ckpt inspect DB` to list the threads.")
+        try:
+            return prune_now(conn, policy, args.threads, dry_run=args.dry_run,
+                             after_prune=_s3_gc(args))
+        except sqlite3.OperationalError as exc:
+            raise CheckpointError(f"SQLite refused the prune of {args.db} ({exc}): another "
+                                  "process may hold the write lock; try again later.") from exc
+    finally:
+        conn.close()
+
+
+def _s3_gc(args: argparse.Namespace) -> AfterPrune | None:
+    """The ``--gc-s3`` hook: collect offloaded blobs that no row references any more."""
+    if not args.gc_s3:
+        return None
+    from shared.infra.s3 import s3_settings_from_env
+    from shared.savers.offload import S3BlobStore, collect_unreferenced_blobs
+
+    settings = s3_settings_from_env()
+    if settings is None:
+        raise CheckpointError("--gc-s3 needs S3_ENDPOINT_URL (and AWS_ACCESS_KEY_ID, "
+                              "AWS_SECRET_ACCESS_KEY, CKPT_S3_BUCKET) to know which store to "
+                              "clean: set them, or drop --gc-s3.")
+    store = S3BlobStore.from_settings(settings)
+    grace = parse_duration(args.gc_grace, "--gc-grace").total_seconds()
+
+    def collect(conn: sqlite3.Connection, dry_run: bool) -> list[str]:
+        return collect_unreferenced_blobs(conn, store, dry_run=dry_run, grace_seconds=grace)
+
+    return collect
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """``ckpt prune``: validate everything first, then prune once or every INTERVAL."""
+    older = parse_duration(args.older_than, "--older-than") if args.older_than else None
+    keep = parse_keep_last(args.keep_last) if args.keep_last is not None else None
+    if older is None and keep is None:
+        raise CheckpointError("Give --older-than, --keep-last or both, e.g. --older-than 30d "
+                              "--keep-last 20: with neither, every checkpoint would go.")
+    every = parse_duration(args.every, "--every") if args.every else None
+    if args.runs is not None and (args.runs < 1 or every is None):
+        raise CheckpointError("--runs N needs --every and N of at least 1.")
+    policy = RetentionPolicy(older, keep)
+    console = Console()
+    runs, running = 0, False
+    try:
+        while True:
+            running = True
+            result = _run_once(args, policy)
+            running, runs = False, runs + 1
+            if args.json:
+                print(json.dumps({"db": str(args.db), "run": runs, **result.to_dict()}),
+                      flush=True)
+            else:
+                _print_result(console, args.db, result)
+            if every is None or (args.runs is not None and runs >= args.runs):
+                return 0
+            if not args.json:
+                console.print(f"next run in {format_duration(every)} (Ctrl-C stops)")
+            time.sleep(every.total_seconds())
+    except KeyboardInterrupt:
+        note = "; the run in progress was rolled back" if running else ""
+        print(f"ckpt prune: stopped by Ctrl-C after {runs} complete run(s){note}.",
+              file=sys.stderr)
+        return 130
+
+
+def prune_main(argv: Sequence[str] | None = None) -> int:
+    """``ckpt prune`` on its own: returns 0, or 2 with one line on stderr for bad input."""
+    parser = argparse.ArgumentParser(prog="ckpt prune", description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return cmd_prune(args)
+    except CheckpointError as exc:
+        print(f"ckpt: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(prune_main())
