@@ -25,40 +25,41 @@ Because the inner saver's serde does the measuring, a saver whose serde offloads
 bytes to S3 is measured after offloading: the guard then sees the short references.
 
 Capabilities: the conformance suite decides what a saver supports by which methods its
-class overrides. ``SizeGuardSaver(inner)`` therefore returns an instance of a subclass
-built once per inner type (``SizeGuardSaver[InMemorySaver]``) that overrides exactly the
-methods ``type(inner)`` overrides, sync and async counted separately, so the wrapper never
-claims a capability its inner saver lacks (``SqliteSaver`` has no ``aput_writes``, and
-neither has its guard).
+class overrides. ``SizeGuardSaver`` is a ``WrappingSaver`` (shared/savers/wrapper.py):
+``SizeGuardSaver(inner)`` is an instance of a subclass built once per inner type
+(``SizeGuardSaver[InMemorySaver]``) that overrides exactly the methods ``type(inner)``
+overrides, so the wrapper never claims a capability its inner saver lacks (``SqliteSaver``
+has no ``aput_writes``, and neither has its guard).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sqlite3
 import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
-    ChannelVersions,
     Checkpoint,
-    CheckpointMetadata,
     CheckpointTuple,
-    DeltaChannelHistory,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from shared.errors import CheckpointError
 from shared.savers.sqlite import sqlite_schema
+from shared.savers.wrapper import (  # noqa: F401 -- re-exported for callers of this module
+    CAPABILITY_METHODS,
+    WrappingSaver,
+    claimed_capabilities,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +68,6 @@ DEFAULT_LIMIT_BYTES = 10 * MIB
 OFFLOAD_FIX = ("offload large bytes to S3 by giving the saver the offloading serializer "
                "(OffloadingSerializer, shared/savers/offload.py) or keep them out of the graph "
                "state")
-
-# Capability methods of BaseCheckpointSaver, the names the conformance suite checks (async)
-# plus their sync twins. The wrapper defines one only where the inner saver's class does.
-CAPABILITY_METHODS: tuple[str, ...] = (
-    "put", "put_writes", "get_tuple", "list", "delete_thread",
-    "delete_for_runs", "copy_thread", "prune",
-    "aput", "aput_writes", "aget_tuple", "alist", "adelete_thread",
-    "adelete_for_runs", "acopy_thread", "aprune",
-)
-
 
 def format_bytes(n: int) -> str:
     """Human size in binary units: '15.0 MiB', '512.0 KiB', '87 bytes'."""
@@ -169,81 +160,49 @@ class CheckpointTooLarge(CheckpointError):
         return type(self), (self.report, self.limit_bytes)
 
 
-def _overrides(cls: type, name: str) -> bool:
-    """Whether ``cls`` replaces BaseCheckpointSaver's default ``name`` (the suite's test)."""
-    impl = getattr(cls, name, None)
-    return impl is not None and impl is not getattr(BaseCheckpointSaver, name, None)
-
-
-class SizeGuardSaver(BaseCheckpointSaver[Any]):
+class SizeGuardSaver(WrappingSaver):
     """Wrap ``inner`` so that oversized checkpoints and writes are refused before storage.
 
     ``warn_bytes`` defaults to half of ``limit_bytes``. Everything except the size check is
     delegated to ``inner``; the wrapper has no serde of its own (``serde`` is the inner's).
     """
 
-    _classes: ClassVar[dict[type, type[SizeGuardSaver]]] = {}
-
-    def __new__(cls, inner: BaseCheckpointSaver, **_: Any) -> SizeGuardSaver:
-        if not isinstance(inner, BaseCheckpointSaver):
-            raise TypeError(f"SizeGuardSaver wraps a BaseCheckpointSaver, not "
-                            f"{type(inner).__name__}: pass a saver such as SqliteSaver.")
-        if cls is SizeGuardSaver:
-            cls = _guard_class_for(type(inner))
-        return object.__new__(cls)
-
     def __init__(self, inner: BaseCheckpointSaver, *, limit_bytes: int = DEFAULT_LIMIT_BYTES,
                  warn_bytes: int | None = None) -> None:
-        # No super().__init__: it would give the wrapper its own serde next to the inner's.
         warn = limit_bytes // 2 if warn_bytes is None else warn_bytes
         if limit_bytes <= 0 or not 0 < warn <= limit_bytes:
             raise ValueError(f"limit_bytes={limit_bytes} and warn_bytes={warn} must satisfy "
                              "0 < warn_bytes <= limit_bytes: pass positive byte counts.")
-        self.inner = inner
+        super().__init__(inner)
         self.limit_bytes = limit_bytes
         self.warn_bytes = warn
         self.stats = GuardStats()
-        self._writes_take_task_path = (
-            inspect.signature(inner.put_writes).parameters.get("task_path") is not None)
 
-    # --- what the wrapper shares with its inner saver ----------------------------------
-
-    @property  # type: ignore[override]
-    def serde(self) -> SerializerProtocol:
-        return self.inner.serde
-
-    @serde.setter
-    def serde(self, value: SerializerProtocol) -> None:
-        self.inner.serde = value
-
-    @property
-    def config_specs(self) -> list:
-        return self.inner.config_specs
-
-    def get_next_version(self, current: Any, channel: None) -> Any:
-        return self.inner.get_next_version(current, channel)
-
-    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]
-                                  ) -> Mapping[str, DeltaChannelHistory]:
-        return self.inner.get_delta_channel_history(config=config, channels=channels)
-
-    async def aget_delta_channel_history(self, *, config: RunnableConfig,
-                                         channels: Sequence[str]
-                                         ) -> Mapping[str, DeltaChannelHistory]:
-        return await self.inner.aget_delta_channel_history(config=config, channels=channels)
-
-    def with_allowlist(self, extra_allowlist: Any) -> SizeGuardSaver:
-        # The base would copy the wrapper and give the copy a serde the inner never uses.
-        inner = self.inner.with_allowlist(extra_allowlist)
-        if inner is self.inner:
-            return self
+    def rewrap(self, inner: BaseCheckpointSaver) -> SizeGuardSaver:
         clone = SizeGuardSaver(inner, limit_bytes=self.limit_bytes, warn_bytes=self.warn_bytes)
-        clone.stats = self.stats
+        clone.stats = self.stats  # the guard you built counts the clone's calls too
         return clone
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.inner!r}, limit_bytes={self.limit_bytes}, "
                 f"warn_bytes={self.warn_bytes})")
+
+    # --- the hooks: check before the inner saver sees anything ----------------------------
+
+    def _check(self, op: str, args: tuple[Any, ...]) -> None:
+        if op in ("put", "aput"):
+            self.check_checkpoint(args[0], args[1])
+        elif op in ("put_writes", "aput_writes"):
+            self.check_writes(args[0], args[1])
+
+    def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._check(op, args)
+        return fn(*args, **kwargs)
+
+    async def _acall(self, op: str, fn: Callable[..., Awaitable[Any]], *args: Any,
+                     **kwargs: Any) -> Any:
+        self._check(op, args)
+        return await fn(*args, **kwargs)
 
     # --- the checks -----------------------------------------------------------------------
 
@@ -290,102 +249,6 @@ class SizeGuardSaver(BaseCheckpointSaver[Any]):
 
 def _thread(config: RunnableConfig) -> str:
     return str(config.get("configurable", {}).get("thread_id", ""))
-
-
-class _Delegates(SizeGuardSaver):
-    """The pool of capability methods; ``_guard_class_for`` copies the ones inner has.
-
-    Never instantiated: a method is taken from here only if the inner class overrides the
-    same name, so the guard claims exactly the inner saver's capabilities.
-    """
-
-    def put(self, config: RunnableConfig, checkpoint: Checkpoint,
-            metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
-        self.check_checkpoint(config, checkpoint)
-        return self.inner.put(config, checkpoint, metadata, new_versions)
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
-                   metadata: CheckpointMetadata, new_versions: ChannelVersions
-                   ) -> RunnableConfig:
-        self.check_checkpoint(config, checkpoint)
-        return await self.inner.aput(config, checkpoint, metadata, new_versions)
-
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                   task_id: str, task_path: str = "") -> None:
-        self.check_writes(config, writes)
-        if self._writes_take_task_path:
-            self.inner.put_writes(config, writes, task_id, task_path)
-        else:  # a saver written before task_path existed
-            self.inner.put_writes(config, writes, task_id)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                          task_id: str, task_path: str = "") -> None:
-        self.check_writes(config, writes)
-        if self._writes_take_task_path:
-            await self.inner.aput_writes(config, writes, task_id, task_path)
-        else:
-            await self.inner.aput_writes(config, writes, task_id)
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self.inner.get_tuple(config)
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self.inner.aget_tuple(config)
-
-    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-             before: RunnableConfig | None = None, limit: int | None = None
-             ) -> Iterator[CheckpointTuple]:
-        return self.inner.list(config, filter=filter, before=before, limit=limit)
-
-    async def alist(self, config: RunnableConfig | None, *,
-                    filter: dict[str, Any] | None = None,
-                    before: RunnableConfig | None = None, limit: int | None = None
-                    ) -> AsyncIterator[CheckpointTuple]:
-        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
-            yield item
-
-    def delete_thread(self, thread_id: str) -> None:
-        self.inner.delete_thread(thread_id)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self.inner.adelete_thread(thread_id)
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self.inner.delete_for_runs(run_ids)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self.inner.adelete_for_runs(run_ids)
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.inner.copy_thread(source_thread_id, target_thread_id)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self.inner.acopy_thread(source_thread_id, target_thread_id)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self.inner.prune(thread_ids, strategy=strategy)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self.inner.aprune(thread_ids, strategy=strategy)
-
-
-def _guard_class_for(inner_type: type) -> type[SizeGuardSaver]:
-    """The SizeGuardSaver subclass for ``inner_type``, built once and cached."""
-    cls = SizeGuardSaver._classes.get(inner_type)
-    if cls is None:
-        methods: dict[str, Callable[..., Any]] = {
-            name: _Delegates.__dict__[name]
-            for name in CAPABILITY_METHODS if _overrides(inner_type, name)}
-        cls = type(f"SizeGuardSaver[{inner_type.__name__}]", (SizeGuardSaver,),
-                   {**methods, "__module__": __name__,
-                    "__doc__": SizeGuardSaver.__doc__})
-        SizeGuardSaver._classes[inner_type] = cls
-    return cls
-
-
-def claimed_capabilities(saver: BaseCheckpointSaver) -> set[str]:
-    """The capability methods ``saver``'s class overrides, as the conformance suite sees it."""
-    return {name for name in CAPABILITY_METHODS if _overrides(type(saver), name)}
 
 
 def sqlite_blob_audit(conn: sqlite3.Connection, limit_bytes: int) -> dict[str, tuple[int, int]]:
