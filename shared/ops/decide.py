@@ -1,0 +1,303 @@
+"""Alerts and the migrate-or-not decision, from one thresholds config.
+
+The seed's matrix, evaluated over a sliding window of live metrics (``WindowStats``):
+
+| rule | condition | verdict |
+|---|---|---|
+| multi_server | more than one server writes the database (declared) | MIGRATE NOW |
+| error_rate | failed writes / attempts above ``error_rate_migrate`` | MIGRATE NOW |
+| writes_per_s | writes/s over the whole window above ``writes_per_s_migrate`` | MIGRATE NOW |
+| file_size | database file above ``file_bytes_soon`` | MIGRATE SOON |
+| (none) | | SQLITE SUFFICIENT |
+
+With fewer than ``min_attempts`` write attempts in the window the traffic rules cannot be
+judged: the verdict is NOT ENOUGH DATA (unless a rule that needs no traffic fires), never a
+false "sufficient" or a false alarm. Every decision can be logged as one JSON line with its
+inputs and justification.
+
+    python -m shared.ops.decide render   # rewrite deploy/ rules and dashboard from config
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared import ROOT
+from shared.errors import CheckpointError
+from shared.ops.window import MetricsWindow, WindowStats
+
+CONFIG = ROOT / "config" / "thresholds.toml"
+RULES_FILE = ROOT / "deploy" / "prometheus" / "ckpt-alerts.yml"
+DASHBOARD_FILE = ROOT / "deploy" / "grafana" / "ckpt-dashboard.json"
+
+MIGRATE_NOW, MIGRATE_SOON = "MIGRATE NOW", "MIGRATE SOON"
+SUFFICIENT, NO_DATA = "SQLITE SUFFICIENT", "NOT ENOUGH DATA"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    alert_window: str = "1m"
+    alert_error_rate: float = 0.01
+    alert_writes_per_s: float = 80.0
+    window_s: float = 5.0
+    writes_per_s_migrate: float = 100.0
+    error_rate_migrate: float = 0.01
+    file_bytes_soon: float = 5e9
+    min_attempts: int = 20
+    servers: int = 1
+
+    def with_(self, **changes: Any) -> Thresholds:
+        """A copy with some thresholds changed (checked like the file)."""
+        return _checked(replace(self, **changes), "overrides")
+
+
+_FILE_KEYS = {  # (section, key in the file) -> field
+    ("alerts", "window"): "alert_window", ("alerts", "error_rate_above"): "alert_error_rate",
+    ("alerts", "writes_per_s_above"): "alert_writes_per_s",
+    ("decision", "window_s"): "window_s",
+    ("decision", "writes_per_s_migrate"): "writes_per_s_migrate",
+    ("decision", "error_rate_migrate"): "error_rate_migrate",
+    ("decision", "file_bytes_soon"): "file_bytes_soon",
+    ("decision", "min_attempts"): "min_attempts", ("decision", "servers"): "servers",
+}
+
+
+def _checked(th: Thresholds, where: str) -> Thresholds:
+    for f in fields(th):
+        value = getattr(th, f.name)
+        if f.name == "alert_window":
+            if not (isinstance(value, str) and value[:-1].isdigit() and value[-1] in "smh"):
+                raise CheckpointError(f"{where}: alert window {value!r} must be a Prometheus "
+                                      "range such as 30s, 1m or 1h.")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CheckpointError(f"{where}: {f.name} = {value!r} must be a number.")
+        if value < 0 or (f.name in ("window_s", "servers") and value <= 0):
+            raise CheckpointError(f"{where}: {f.name} = {value!r} must be positive.")
+        if "error_rate" in f.name and value > 1:
+            raise CheckpointError(f"{where}: {f.name} = {value!r} is a fraction of attempts: "
+                                  "write 0.01 for 1 %.")
+    return th
+
+
+def load_thresholds(path: Path | None = None) -> Thresholds:
+    """Read the TOML config; one clear sentence for a missing file, bad TOML or bad value."""
+    path = path or CONFIG
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"Threshold config {path} does not exist: give the path of a "
+                              f"TOML file like {CONFIG}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CheckpointError(f"Threshold config {path} is not valid TOML ({exc}): fix the "
+                              "line it names.") from exc
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise CheckpointError(f"{path}: {section!r} must be a [section].")
+        for key, value in table.items():
+            name = _FILE_KEYS.get((section, key))
+            if name is None:
+                known = ", ".join(f"{s}.{k}" for s, k in _FILE_KEYS)
+                raise CheckpointError(f"{path}: unknown setting {section}.{key}: the settings "
+                                      f"are {known}.")
+            values[name] = value
+    return _checked(Thresholds(**values), str(path))
+
+
+# --- alerts and the decision ---------------------------------------------------------------
+
+def evaluate_alerts(stats: WindowStats, th: Thresholds) -> dict[str, bool]:
+    """The same two alerts as the Prometheus rules, on a window in this process."""
+    return {"CheckpointWriteErrorRateHigh": stats.error_rate > th.alert_error_rate,
+            "CheckpointWritesHigh": stats.writes_per_s > th.alert_writes_per_s}
+
+
+@dataclass
+class Decision:
+    verdict: str
+    fired: list[str]
+    justification: str
+    inputs: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps({"at": datetime.fromtimestamp(self.at, UTC).isoformat(),
+                           **asdict(self)}, default=str)
+
+
+@dataclass
+class Rule:
+    name: str
+    verdict: str
+    threshold: str
+    current: str
+    fired: bool | None  # None: cannot be judged from this window
+
+
+def rules(stats: WindowStats, th: Thresholds) -> list[Rule]:
+    """The decision matrix with current values."""
+    judged = stats.writes + stats.errors >= th.min_attempts
+    return [
+        Rule("multi_server", MIGRATE_NOW, "> 1 server", f"{th.servers} declared",
+             th.servers > 1),
+        Rule("error_rate", MIGRATE_NOW, f"> {th.error_rate_migrate:.1%}",
+             f"{stats.error_rate:.2%} of {stats.writes + stats.errors:.0f} attempts",
+             stats.error_rate > th.error_rate_migrate if judged else None),
+        Rule("writes_per_s", MIGRATE_NOW, f"> {th.writes_per_s_migrate:g}/s over "
+             f"{th.window_s:g} s", f"{stats.writes_per_s:.1f}/s over {stats.span_s:.1f} s",
+             (stats.writes_per_s > th.writes_per_s_migrate and stats.span_s >= th.window_s * 0.9)
+             if judged else None),
+        Rule("file_size", MIGRATE_SOON, f"> {th.file_bytes_soon:,.0f} bytes",
+             f"{stats.db_bytes:,.0f} bytes", stats.db_bytes > th.file_bytes_soon),
+    ]
+
+
+def decide(stats: WindowStats, th: Thresholds) -> Decision:
+    matrix = rules(stats, th)
+    fired = [r for r in matrix if r.fired]
+    if any(r.verdict == MIGRATE_NOW for r in fired):
+        verdict = MIGRATE_NOW
+    elif fired:
+        verdict = MIGRATE_SOON
+    elif any(r.fired is None for r in matrix):
+        verdict = NO_DATA
+    else:
+        verdict = SUFFICIENT
+    if fired:
+        why = "; ".join(f"{r.name}: {r.current} ({r.threshold})" for r in fired)
+    elif verdict == NO_DATA:
+        why = (f"only {stats.writes + stats.errors:.0f} write attempts in the last "
+               f"{stats.span_s:.1f} s (need {th.min_attempts}): no traffic rule can be judged")
+    else:
+        why = "no rule fired: " + "; ".join(f"{r.name} {r.current}" for r in matrix)
+    return Decision(verdict, [r.name for r in fired], why,
+                    {"stats": stats.to_dict(), "thresholds": asdict(th)})
+
+
+class DecisionEngine:
+    """Samples a ``MetricsWindow`` and decides; each decision is one JSON line in ``log``."""
+
+    def __init__(self, window: MetricsWindow, th: Thresholds, log: Path | None = None) -> None:
+        self.window, self.th, self.log = window, th, log
+        self.decisions: list[Decision] = []
+
+    def step(self) -> Decision:
+        self.window.sample()
+        decision = decide(self.window.stats(), self.th)
+        self.decisions.append(decision)
+        if self.log is not None:
+            with self.log.open("a") as f:
+                f.write(decision.to_json() + "\n")
+        return decision
+
+    def watch(self, until: Callable[[Decision], bool], timeout_s: float,
+              period_s: float = 0.25) -> Decision | None:
+        """Decide every ``period_s`` until ``until(decision)`` holds; None on timeout."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            decision = self.step()
+            if until(decision):
+                return decision
+            time.sleep(period_s)
+        return None
+
+
+# --- the same thresholds for Prometheus and Grafana -------------------------------------------
+
+def render_prometheus_rules(th: Thresholds) -> str:
+    """Prometheus alerting rules (rule-file YAML) for the two alerts."""
+    w = th.alert_window
+    return f"""# Rendered from config/thresholds.toml by `python -m shared.ops.decide render`.
+groups:
+  - name: langgraph-checkpoints
+    rules:
+      - alert: CheckpointWriteErrorRateHigh
+        expr: >-
+          sum(rate(ckpt_write_errors_total[{w}]))
+          / clamp_min(sum(rate(ckpt_writes_total[{w}])) + sum(rate(ckpt_write_errors_total[{w}])), 1e-9)
+          > {th.alert_error_rate:g}
+        for: 1m
+        labels:
+          severity: page
+        annotations:
+          summary: "Checkpoint write errors above {th.alert_error_rate:.0%} of attempts over {w}"
+          description: "Lock errors here mean several writers contend for one SQLite file: see the migration decision (ckpt decide)."
+      - alert: CheckpointWritesHigh
+        expr: sum(rate(ckpt_writes_total[{w}])) > {th.alert_writes_per_s:g}
+        for: 1m
+        labels:
+          severity: warn
+        annotations:
+          summary: "Checkpoint writes above {th.alert_writes_per_s:g}/s over {w}"
+          description: "Approaching the {th.writes_per_s_migrate:g}/s migration threshold."
+"""  # noqa: E501 -- PromQL reads better on its lines
+
+
+def render_grafana_dashboard(th: Thresholds) -> dict[str, Any]:
+    """A Grafana dashboard (JSON model) for the same metrics, thresholds drawn in."""
+    w = th.alert_window
+
+    def panel(pid: int, title: str, expr: str, unit: str, threshold: float | None,
+              x: int, y: int) -> dict[str, Any]:
+        steps = [{"color": "green", "value": None}]
+        if threshold is not None:
+            steps.append({"color": "red", "value": threshold})
+        return {"id": pid, "type": "timeseries", "title": title,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+                "fieldConfig": {"defaults": {"unit": unit, "thresholds": {
+                    "mode": "absolute", "steps": steps},
+                    "custom": {"thresholdsStyle": {"mode": "line"}}}, "overrides": []},
+                "targets": [{"refId": "A", "expr": expr}]}
+
+    return {
+        "title": "LangGraph checkpoints", "uid": "ckpt-mastery", "schemaVersion": 39,
+        "time": {"from": "now-1h", "to": "now"}, "refresh": "10s", "tags": ["langgraph"],
+        "templating": {"list": [{"name": "datasource", "type": "datasource",
+                                 "query": "prometheus"}]},
+        "panels": [
+            panel(1, "Checkpoint writes/s", f"sum(rate(ckpt_writes_total[{w}]))", "ops",
+                  th.writes_per_s_migrate, 0, 0),
+            panel(2, "Write error rate", f"sum(rate(ckpt_write_errors_total[{w}])) / "
+                  f"clamp_min(sum(rate(ckpt_writes_total[{w}])) + "
+                  f"sum(rate(ckpt_write_errors_total[{w}])), 1e-9)", "percentunit",
+                  th.alert_error_rate, 12, 0),
+            panel(3, "Write latency p50 / p99", "histogram_quantile(0.99, sum by (le) "
+                  f"(rate(ckpt_operation_seconds_bucket{{operation=~\"put|put_writes\"}}[{w}])))",
+                  "s", None, 0, 8),
+            panel(4, "Database size", "max(ckpt_database_bytes)", "bytes",
+                  th.file_bytes_soon, 12, 8),
+        ],
+    }
+
+
+def render_deploy_files(th: Thresholds | None = None) -> dict[Path, str]:
+    th = th or load_thresholds()
+    return {RULES_FILE: render_prometheus_rules(th),
+            DASHBOARD_FILE: json.dumps(render_grafana_dashboard(th), indent=2) + "\n"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["render"]:
+        print("usage: python -m shared.ops.decide render   (rewrites deploy/ from config/)",
+              file=sys.stderr)
+        return 2
+    for path, text in render_deploy_files().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
