@@ -39,3 +39,23 @@ def no_leftover_processes():
     while (left := _children() - before) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"test left child processes running: {sorted(left)}"
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory):
+    """One PostgreSQL for the whole run: DATABASE_URL, or the embedded server, stopped after."""
+    from shared.infra.postgres import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("pg") / "data") as url:
+        yield url
+
+
+@pytest.fixture
+def pg_db(pg_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database of its own for one test, on the shared server."""
+    import re
+
+    from shared.infra.postgres import create_database
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return create_database(pg_url, name)

