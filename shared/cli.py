@@ -3,6 +3,7 @@
     ckpt inspect checkpoints.sqlite              # bytes by table, threads, largest rows
     ckpt inspect checkpoints.sqlite --thread T   # one thread's history, newest first
     ckpt prune checkpoints.sqlite --older-than 30d --keep-last 20 [--dry-run] [--gc-s3]
+    ckpt decide http://127.0.0.1:9464/metrics    # migrate or not, from live metrics
 """
 
 from __future__ import annotations
@@ -10,33 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from shared.errors import CheckpointError
+from shared.errors import CheckpointError, run_command
+from shared.ops.decide_cli import add_decide_command, open_checkpoint_db
 from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """Open a LangGraph SQLite checkpoint file read-only; never creates a file."""
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
-                              "SQLite checkpoint database.")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise CheckpointError(f"{path} is not a readable SQLite database ({exc}).") from exc
-    if not {"checkpoints", "writes"} <= tables:
-        conn.close()
-        raise CheckpointError(f"{path} has no LangGraph checkpoint tables: it was not written by "
-                              "SqliteSaver, or setup() never ran on it.")
-    return conn
+    """Open a LangGraph SQLite checkpoint file read-only; creates nothing (not even -wal)."""
+    return open_checkpoint_db(path)
 
 
 def inspect_threads(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -116,19 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_inspect)
     add_prune_command(sub)
+    add_decide_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except CheckpointError as exc:
-        print(f"ckpt: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ckpt: interrupted.", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ The seed's matrix, evaluated over a sliding window of live metrics (``WindowStat
 | (none) | | SQLITE SUFFICIENT |
 
 With fewer than ``min_attempts`` write attempts in the window the traffic rules cannot be
-judged: the verdict is NOT ENOUGH DATA (unless a rule that needs no traffic fires), never a
-false "sufficient" or a false alarm. Every decision can be logged as one JSON line with its
-inputs and justification.
+judged, and a sustained rate cannot be judged before the window spans (90 % of) its length:
+the verdict is NOT ENOUGH DATA (unless a rule that needs no traffic fires), never a false
+"sufficient" or a false alarm. A rule the source cannot observe at all (the error rate of a
+bare database file, the size when no ``ckpt_database_bytes`` is exported) is shown as not
+observed, with why, and does not hold the verdict back. Every decision can be logged as one
+JSON line with its inputs, the matrix and the justification.
 
     python -m shared.ops.decide render   # rewrite deploy/ rules and dashboard from config
 """
@@ -21,10 +24,11 @@ inputs and justification.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +84,10 @@ def _checked(th: Thresholds, where: str) -> Thresholds:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise CheckpointError(f"{where}: {f.name} = {value!r} must be a number.")
+        if not math.isfinite(value):
+            raise CheckpointError(f"{where}: {f.name} = {value!r} must be a finite number.")
+        if f.name in ("min_attempts", "servers") and value != int(value):
+            raise CheckpointError(f"{where}: {f.name} = {value!r} must be a whole number.")
         if value < 0 or (f.name in ("window_s", "servers") and value <= 0):
             raise CheckpointError(f"{where}: {f.name} = {value!r} must be positive.")
         if "error_rate" in f.name and value > 1:
@@ -99,6 +107,9 @@ def load_thresholds(path: Path | None = None) -> Thresholds:
     except tomllib.TOMLDecodeError as exc:
         raise CheckpointError(f"Threshold config {path} is not valid TOML ({exc}): fix the "
                               "line it names.") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, binary bytes
+        raise CheckpointError(f"Threshold config {path} cannot be read as text ({exc}): give "
+                              f"the path of a TOML file like {CONFIG}.") from exc
     values: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):
@@ -111,6 +122,19 @@ def load_thresholds(path: Path | None = None) -> Thresholds:
                                       f"are {known}.")
             values[name] = value
     return _checked(Thresholds(**values), str(path))
+
+
+def write_thresholds(th: Thresholds, path: Path) -> Path:
+    """Write ``th`` as a config file that ``load_thresholds`` reads back equal."""
+    names = {name: key for key, name in _FILE_KEYS.items()}
+    lines = ["# Written by shared.ops.decide.write_thresholds."]
+    for section in dict.fromkeys(section for section, _ in _FILE_KEYS):
+        lines.append(f"\n[{section}]")
+        for f in fields(th):
+            if names[f.name][0] == section:
+                lines.append(f"{names[f.name][1]} = {json.dumps(getattr(th, f.name))}")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
 
 
 # --- alerts and the decision ---------------------------------------------------------------
@@ -128,10 +152,16 @@ class Decision:
     justification: str
     inputs: dict[str, Any]
     at: float = field(default_factory=time.time)
+    matrix: list[dict[str, Any]] = field(default_factory=list)  # every rule, as ``Rule``
+
+    def to_dict(self) -> dict[str, Any]:
+        """``at`` as ISO 8601 UTC, ``at_unix`` as seconds: what one log line holds."""
+        data = asdict(self)
+        return {"at": datetime.fromtimestamp(self.at, UTC).isoformat(),
+                "at_unix": data.pop("at"), **data}
 
     def to_json(self) -> str:
-        return json.dumps({"at": datetime.fromtimestamp(self.at, UTC).isoformat(),
-                           **asdict(self)}, default=str)
+        return json.dumps(self.to_dict(), default=str)
 
 
 @dataclass
@@ -141,46 +171,80 @@ class Rule:
     threshold: str
     current: str
     fired: bool | None  # None: cannot be judged from this window
+    observable: bool = True  # False: this source never shows it
+    note: str = ""  # why it is not observed
 
 
-def rules(stats: WindowStats, th: Thresholds) -> list[Rule]:
-    """The decision matrix with current values."""
-    judged = stats.writes + stats.errors >= th.min_attempts
-    return [
+FILE_SIZE_NOT_EXPORTED = ("no ckpt_database_bytes in these metrics: give CheckpointMetrics "
+                          "a size_of to judge the file size")
+
+
+def rules(stats: WindowStats, th: Thresholds,
+          unobservable: Mapping[str, str] | None = None) -> list[Rule]:
+    """The decision matrix with current values.
+
+    ``unobservable`` maps a rule name to why this source cannot show it (a database file
+    records no failed writes): such a rule is reported, not judged.
+    """
+    attempts = stats.writes + stats.errors
+    judged = attempts >= th.min_attempts
+    full = stats.span_s >= th.window_s * 0.9  # "sustained" needs the window, not a blip
+    matrix = [
         Rule("multi_server", MIGRATE_NOW, "> 1 server", f"{th.servers} declared",
              th.servers > 1),
         Rule("error_rate", MIGRATE_NOW, f"> {th.error_rate_migrate:.1%}",
-             f"{stats.error_rate:.2%} of {stats.writes + stats.errors:.0f} attempts",
+             f"{stats.error_rate:.2%} of {attempts:.0f} attempts",
              stats.error_rate > th.error_rate_migrate if judged else None),
         Rule("writes_per_s", MIGRATE_NOW, f"> {th.writes_per_s_migrate:g}/s over "
              f"{th.window_s:g} s", f"{stats.writes_per_s:.1f}/s over {stats.span_s:.1f} s",
-             (stats.writes_per_s > th.writes_per_s_migrate and stats.span_s >= th.window_s * 0.9)
-             if judged else None),
+             stats.writes_per_s > th.writes_per_s_migrate if judged and full else None),
         Rule("file_size", MIGRATE_SOON, f"> {th.file_bytes_soon:,.0f} bytes",
              f"{stats.db_bytes:,.0f} bytes", stats.db_bytes > th.file_bytes_soon),
     ]
+    missing = dict(unobservable or {})
+    if stats.db_bytes <= 0:  # a SQLite file is never empty once set up: the gauge is absent
+        missing.setdefault("file_size", FILE_SIZE_NOT_EXPORTED)
+    for rule in matrix:
+        if rule.name in missing:
+            rule.fired, rule.observable = None, False
+            rule.current, rule.note = "not observed", missing[rule.name]
+    return matrix
 
 
-def decide(stats: WindowStats, th: Thresholds) -> Decision:
-    matrix = rules(stats, th)
+def decide(stats: WindowStats, th: Thresholds,
+           unobservable: Mapping[str, str] | None = None) -> Decision:
+    """The verdict over one window, with the matrix, the inputs and a justification."""
+    matrix = rules(stats, th, unobservable)
     fired = [r for r in matrix if r.fired]
     if any(r.verdict == MIGRATE_NOW for r in fired):
         verdict = MIGRATE_NOW
     elif fired:
         verdict = MIGRATE_SOON
-    elif any(r.fired is None for r in matrix):
+    elif any(r.fired is None and r.observable for r in matrix):
         verdict = NO_DATA
     else:
         verdict = SUFFICIENT
+    attempts = stats.writes + stats.errors
     if fired:
         why = "; ".join(f"{r.name}: {r.current} ({r.threshold})" for r in fired)
     elif verdict == NO_DATA:
-        why = (f"only {stats.writes + stats.errors:.0f} write attempts in the last "
-               f"{stats.span_s:.1f} s (need {th.min_attempts}): no traffic rule can be judged")
+        gaps = []
+        if attempts < th.min_attempts:
+            gaps.append(f"only {attempts:.0f} write attempts in the last {stats.span_s:.1f} s "
+                        f"(need {th.min_attempts})")
+        if stats.span_s < th.window_s * 0.9:
+            gaps.append(f"the window covers {stats.span_s:.1f} s of the {th.window_s:g} s a "
+                        "sustained rate needs")
+        why = " and ".join(gaps) + ": no traffic rule can be judged yet"
     else:
-        why = "no rule fired: " + "; ".join(f"{r.name} {r.current}" for r in matrix)
+        why = "no rule fired: " + "; ".join(f"{r.name} {r.current}" for r in matrix
+                                             if r.observable)
+    unseen = [r for r in matrix if not r.observable]
+    if unseen:
+        why += ". " + "; ".join(f"{r.name} not observed: {r.note}" for r in unseen)
     return Decision(verdict, [r.name for r in fired], why,
-                    {"stats": stats.to_dict(), "thresholds": asdict(th)})
+                    {"stats": stats.to_dict(), "thresholds": asdict(th)},
+                    matrix=[asdict(r) for r in matrix])
 
 
 class DecisionEngine:
@@ -246,8 +310,8 @@ def render_grafana_dashboard(th: Thresholds) -> dict[str, Any]:
     """A Grafana dashboard (JSON model) for the same metrics, thresholds drawn in."""
     w = th.alert_window
 
-    def panel(pid: int, title: str, expr: str, unit: str, threshold: float | None,
-              x: int, y: int) -> dict[str, Any]:
+    def panel(pid: int, title: str, expr: str | list[str], unit: str,
+              threshold: float | None, x: int, y: int) -> dict[str, Any]:
         steps = [{"color": "green", "value": None}]
         if threshold is not None:
             steps.append({"color": "red", "value": threshold})
@@ -257,7 +321,8 @@ def render_grafana_dashboard(th: Thresholds) -> dict[str, Any]:
                 "fieldConfig": {"defaults": {"unit": unit, "thresholds": {
                     "mode": "absolute", "steps": steps},
                     "custom": {"thresholdsStyle": {"mode": "line"}}}, "overrides": []},
-                "targets": [{"refId": "A", "expr": expr}]}
+                "targets": [{"refId": chr(65 + i), "expr": e} for i, e in enumerate(
+                    [expr] if isinstance(expr, str) else expr)]}
 
     return {
         "title": "LangGraph checkpoints", "uid": "ckpt-mastery", "schemaVersion": 39,
@@ -271,8 +336,9 @@ def render_grafana_dashboard(th: Thresholds) -> dict[str, Any]:
                   f"clamp_min(sum(rate(ckpt_writes_total[{w}])) + "
                   f"sum(rate(ckpt_write_errors_total[{w}])), 1e-9)", "percentunit",
                   th.alert_error_rate, 12, 0),
-            panel(3, "Write latency p50 / p99", "histogram_quantile(0.99, sum by (le) "
-                  f"(rate(ckpt_operation_seconds_bucket{{operation=~\"put|put_writes\"}}[{w}])))",
+            panel(3, "Write latency p50 / p99", [
+                f"histogram_quantile({q}, sum by (le) (rate(ckpt_operation_seconds_bucket"
+                f"{{operation=~\"put|put_writes\"}}[{w}])))" for q in (0.5, 0.99)],
                   "s", None, 0, 8),
             panel(4, "Database size", "max(ckpt_database_bytes)", "bytes",
                   th.file_bytes_soon, 12, 8),

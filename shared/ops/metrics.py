@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.errors import CheckpointError
+from shared.infra.s3 import mask_url
 from shared.savers.wrapper import WrappingSaver
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -129,7 +130,7 @@ class InstrumentedSaver(WrappingSaver):
         start = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
-        except BaseException as exc:
+        except Exception as exc:  # not BaseException: a cancelled call is not a failed write
             self.metrics.observe(op, time.perf_counter() - start, None, exc)
             raise
         elapsed = time.perf_counter() - start  # the size is measured outside the timing
@@ -141,7 +142,7 @@ class InstrumentedSaver(WrappingSaver):
         start = time.perf_counter()
         try:
             result = await fn(*args, **kwargs)
-        except BaseException as exc:
+        except Exception as exc:  # asyncio.CancelledError is no write error either
             self.metrics.observe(op, time.perf_counter() - start, None, exc)
             raise
         elapsed = time.perf_counter() - start
@@ -225,22 +226,41 @@ def parse_metrics(text: str) -> Samples:
     return out
 
 
+# What a /metrics endpoint may answer with: Prometheus text, or OpenMetrics text.
+METRICS_CONTENT_TYPES = ("text/plain", "application/openmetrics-text")
+
+
 def scrape(url: str, timeout: float = 5.0) -> Samples:
-    """GET a /metrics URL and parse it; a clear error if it cannot be reached or read."""
+    """GET a /metrics URL and parse it; one clear CheckpointError if it is unreachable or
+    does not answer with Prometheus metrics."""
+    shown = mask_url(url)
     if not url.startswith(("http://", "https://")):
-        raise CheckpointError(f"{url!r} is not an http(s) URL: give the address of a /metrics "
+        raise CheckpointError(f"{shown!r} is not an http(s) URL: give the address of a /metrics "
                               "endpoint, such as http://127.0.0.1:9464/metrics.")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 -- http(s) only
-            text = response.read().decode()
-    except (urllib.error.URLError, OSError) as exc:
-        raise CheckpointError(f"Could not scrape {url} ({exc}): check that the service is "
+            kind = response.headers.get_content_type()  # text/plain when the header is absent
+            body = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise CheckpointError(f"Could not scrape {shown} ({exc}): check that the service is "
                               "running and serves /metrics there.") from exc
     try:
-        return parse_metrics(text)
-    except ValueError as exc:
-        raise CheckpointError(f"{url} did not return Prometheus metrics ({exc}): point at "
-                              "the /metrics path.") from exc
+        # An HTML page or a JSON API is a wrong path, even if a line of it happened to parse.
+        if kind not in METRICS_CONTENT_TYPES:
+            raise ValueError(f"content type {kind}")
+        return parse_metrics(body.decode())
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise CheckpointError(f"{shown} did not return Prometheus metrics ({exc}): point at "
+                              "the /metrics path of the service.") from exc
+
+
+def value_of(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``.
+
+    ``value_of(s, "ckpt_writes_total", operation="put")`` sums over every backend.
+    """
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
 
 
 def registry_samples(registry: CollectorRegistry) -> Samples:
@@ -250,3 +270,42 @@ def registry_samples(registry: CollectorRegistry) -> Samples:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def sqlite_ground_truth(conn: sqlite3.Connection) -> dict[str, int]:
+    """What the metrics of an instrumented ``SqliteSaver`` must add up to, read from its tables.
+
+    Each successful ``put`` stores one ``checkpoints`` row and each ``put_writes`` the rows of
+    one (thread, namespace, checkpoint, task) group, so long as no call repeats an id (both
+    use INSERT OR REPLACE). Sizes are the stored blobs, as the wrapper measures them.
+    """
+    rows, cp_bytes = conn.execute(
+        "SELECT count(*), coalesce(sum(length(checkpoint)), 0) FROM checkpoints").fetchone()
+    groups, w_bytes = conn.execute(
+        "SELECT count(*), coalesce(sum(b), 0) FROM (SELECT sum(length(value)) AS b FROM writes "
+        "GROUP BY thread_id, checkpoint_ns, checkpoint_id, task_id)").fetchone()
+    return {"checkpoint_rows": rows, "checkpoint_bytes": cp_bytes, "write_groups": groups,
+            "write_bytes": w_bytes}
+
+
+def check_against_sqlite(samples: Samples, conn: sqlite3.Connection, backend: str = "sqlite",
+                         ) -> dict[str, tuple[float, float, str]]:
+    """Scraped figures next to the database's own: name -> (scraped, truth, unit).
+
+    Holds while every put succeeded (a failed put adds a latency observation, no row).
+    """
+    truth = sqlite_ground_truth(conn)
+
+    def got(name: str, operation: str) -> float:
+        return value_of(samples, name, backend=backend, operation=operation)
+
+    return {
+        "puts": (got("ckpt_writes_total", "put"), truth["checkpoint_rows"], "calls"),
+        "put_writes": (got("ckpt_writes_total", "put_writes"), truth["write_groups"], "calls"),
+        "checkpoint_bytes": (got("ckpt_checkpoint_bytes_sum", "put"), truth["checkpoint_bytes"],
+                             "bytes"),
+        "writes_bytes": (got("ckpt_checkpoint_bytes_sum", "put_writes"), truth["write_bytes"],
+                         "bytes"),
+        "put_latency_observations": (got("ckpt_operation_seconds_count", "put"),
+                                     truth["checkpoint_rows"], "observations"),
+    }

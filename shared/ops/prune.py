@@ -80,7 +80,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from shared.errors import CheckpointError
+from shared.errors import CheckpointError, run_command
+from shared.savers.sqlite import require_checkpoint_tables
 
 Key = tuple[str, str, str]  # (thread_id, checkpoint_ns, checkpoint_id)
 AfterPrune = Callable[[sqlite3.Connection, bool], object]
@@ -776,11 +777,7 @@ def open_checkpoint_db(path: Path) -> sqlite3.Connection:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
         raise CheckpointError(f"{path} is not a writable SQLite database ({exc}).") from exc
-    if not {"checkpoints", "writes"} <= tables:
-        conn.close()
-        raise CheckpointError(f"{path} has no LangGraph checkpoint tables: it was not written by "
-                              "SqliteSaver, or setup() never ran on it.")
-    return conn
+    return require_checkpoint_tables(conn, path, tables)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -928,11 +925,7 @@ def prune_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ckpt prune", description=__doc__.splitlines()[0])
     _add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        return cmd_prune(args)
-    except CheckpointError as exc:
-        print(f"ckpt: {exc}", file=sys.stderr)
-        return 2
+    return run_command(cmd_prune, args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ bucket increases) and the database size.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -112,21 +113,25 @@ class MetricsWindow:
         self.sources = sources if isinstance(sources, list) else [sources]
         self.window_s = window_s
         self.history: deque[Totals] = deque()
+        # A dashboard thread and a decision loop may sample one window at the same time.
+        self._lock = threading.Lock()
 
     def sample(self, now: float | None = None) -> Totals:
-        now = time.time() if now is None else now  # wall clock: comparable across processes
-        totals = totals_of((source() for source in self.sources), now)
-        self.history.append(totals)
-        while len(self.history) > 2 and self.history[1].t <= now - self.window_s:
-            self.history.popleft()  # keep one sample at or before the window's start
+        with self._lock:  # held while scraping, so the history stays in time order
+            now = time.time() if now is None else now  # wall clock: comparable across processes
+            totals = totals_of((source() for source in self.sources), now)
+            self.history.append(totals)
+            while len(self.history) > 2 and self.history[1].t <= now - self.window_s:
+                self.history.popleft()  # keep one sample at or before the window's start
         return totals
 
     def stats(self) -> WindowStats:
-        if not self.history:
+        with self._lock:
+            history = list(self.history)
+        if not history:
             return WindowStats(self.window_s, 0.0, 0, 0, 0, 0.0, 0.0, None, None, 0.0)
-        new = self.history[-1]
-        old = next((s for s in reversed(self.history) if s.t <= new.t - self.window_s),
-                   self.history[0])
+        new = history[-1]
+        old = next((s for s in reversed(history) if s.t <= new.t - self.window_s), history[0])
         span = new.t - old.t
         writes = max(0.0, new.writes - old.writes)  # a restarted process resets its counters
         errors = max(0.0, new.errors - old.errors)

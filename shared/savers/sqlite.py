@@ -44,6 +44,16 @@ def check_database_location(path: str | Path) -> Path:
     return path
 
 
+def require_checkpoint_tables(conn: sqlite3.Connection, path: Path, tables: set[str],
+                              ) -> sqlite3.Connection:
+    """``conn`` if its database has SqliteSaver's tables; else close it and say so."""
+    if not {"checkpoints", "writes"} <= tables:
+        conn.close()
+        raise DatabaseLocationError(f"{path} has no LangGraph checkpoint tables: it was not "
+                                    "written by SqliteSaver, or setup() never ran on it.")
+    return conn
+
+
 def _location_error(path: Path, exc: sqlite3.Error) -> DatabaseLocationError:
     return DatabaseLocationError(
         f"SQLite could not open or write {path} ({exc}): check that its directory is writable "
