@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup m1 m2 m3 all test bench lint clean clean-all help
+.PHONY: setup m1 m2 m3 m4 all test bench lint clean clean-all help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ m2: setup  ## Milestone 2: production-ready SQLite (5 witnesses)
 
 m3: setup  ## Milestone 3: the migration trigger (metrics, alerts, decision)
 	$(PY) -m shared.runner m3
+
+m4: setup  ## Milestone 4: PostgreSQL (provisioning, schema, migration, cutover, many servers)
+	$(PY) -m shared.runner m4
 
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
 	$(PY) -m shared.runner all --readme
