@@ -98,7 +98,7 @@ def test_1_5_fault_tolerance(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_import_has_no_side_effects(script: str, tmp_path: Path) -> None:
-    data = ROOT / ".data"
+    data = ROOT / ".data" / f"m1_{script}"  # the script's own data directory
     before = sorted(data.rglob("*")) if data.exists() else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", f"import m1_foundation.{script}"], cwd=tmp_path,
