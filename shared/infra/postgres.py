@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -38,8 +39,12 @@ RUN_AS = "nobody"  # when we are root: postgres will not run as root
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ***, for every message and log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparseable: hide everything between :// and @
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    if password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
@@ -47,7 +52,12 @@ def mask_url(url: str) -> str:
 
 def check_url(url: str) -> str:
     """Refuse anything that is not a postgres:// or postgresql:// URL, masking the password."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        raise CheckpointError(f"{mask_url(url)!r} is not a valid PostgreSQL URL (bad host or "
+                              "port): write postgresql://USER:PASSWORD@HOST:5432/DBNAME.") from None
     has_host = bool(parts.hostname) or "host=" in (parts.query or "")
     if parts.scheme not in ("postgres", "postgresql") or not has_host:
         raise CheckpointError(f"{mask_url(url)!r} is not a PostgreSQL URL: write "
@@ -191,9 +201,12 @@ def wait_until_ready(url: str, timeout: float = 10.0,
         except psycopg.OperationalError as exc:
             last = exc
             time.sleep(0.2)
-    reason = str(last).replace(urlsplit(url).password or "\0", "***") if last else "timeout"
-    raise CheckpointError(f"Could not connect to PostgreSQL at {mask_url(url)} ({reason.strip()}"
-                          "): check DATABASE_URL, the server and the network.")
+    reason = " ".join(str(last).split()) if last else "timeout"  # psycopg's is multi-line
+    password = urlsplit(url).password
+    if password:
+        reason = reason.replace(password, "***")
+    raise CheckpointError(f"Could not connect to PostgreSQL at {mask_url(url)} ({reason}): "
+                          "check DATABASE_URL, the server and the network.")
 
 
 @contextmanager
