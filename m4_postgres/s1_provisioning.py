@@ -73,24 +73,19 @@ def main(workdir: Path | None = None, app_cidr: str = "10.20.1.0/24", backup_day
                           url=None if urlsplit(url).password else url)
         version, listen = rds.psql(url, "SHOW server_version", "SHOW listen_addresses")
         host, port = urlsplit(url).hostname or "", urlsplit(url).port or 5432
-        lan = rds.lan_address()
-        lan_open = rds.port_open(lan, port) if lan else None
     local = host in {"127.0.0.1", "::1", "localhost"}  # else a remote server: no claim
     loopback_only = {a.strip() for a in listen.split(",")} <= {"127.0.0.1", "::1", "localhost"}
     w.show(f"server ({source}): {mask_url(url)}, ready in {ready_s:.2f} s "
            + ("(initdb, start, first connection)" if source == "embedded" else "(connect)"))
     w.show(f"child pid {child['pid']} (we are {os.getpid()}): PostgreSQL {child['version']}, "
            f"connected from {child['client_addr']}")
-    w.show(f"psql: server_version={version} listen_addresses={listen}"
-           + (f"; {lan}:{port} {'accepts' if lan_open else 'refuses'}" if lan else ""))
+    w.show(f"psql: server_version={version} listen_addresses={listen} (port {port})")
     w.metric("server_ready_s", round(ready_s, 3), "s", "< 30")
     w.metric("child_process_connected", child["pid"] != os.getpid(), target="== yes")
     w.metric("child_connected_over_tcp", child["client_addr"] is not None, target="== yes")
     w.metric("psql_server_version", version)
     w.metric("psql_and_child_agree", version == child["version"], target="== yes")
     w.metric("listens_on_loopback_only", loopback_only, target="== yes" if local else None)
-    if lan is not None and local:
-        w.metric("reachable_on_lan_address", bool(lan_open), target="== no")
 
     # --- bad input: one sentence each, the password masked ---------------------------------
     bad = refusal(lambda: check_url("mysql://ckpt:s3cret-pw@db.internal/checkpoints"))

@@ -37,8 +37,6 @@ def _assert_4_1(w: Witness, local: bool) -> None:
     assert w["psql_and_child_agree"].value is True
     if local:
         assert w["listens_on_loopback_only"].value is True
-    if local and any(m.name == "reachable_on_lan_address" for m in w.metrics):
-        assert w["reachable_on_lan_address"].value is False
     assert w["malformed_url_refused"].value is True
     assert w["unreachable_url_refused"].value is True
     assert w["password_in_refusals"].value is False

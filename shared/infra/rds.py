@@ -344,17 +344,3 @@ def moto_server() -> Iterator[str]:
         wsgi = getattr(server, "_server", None)
         if wsgi is not None:
             wsgi.server_close()
-
-
-def lan_address() -> str | None:
-    """This machine's outward IPv4 address, if it has one: where a LAN client would connect.
-
-    A UDP ``connect`` only asks the kernel for a route; no packet is sent.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("203.0.113.1", 9))  # TEST-NET-3: never routed anywhere real
-        except OSError:  # no route at all: loopback is the only network
-            return None
-        address = s.getsockname()[0]
-    return None if address.startswith("127.") else address
