@@ -4,6 +4,7 @@
     ckpt inspect checkpoints.sqlite --thread T   # one thread's history, newest first
     ckpt prune checkpoints.sqlite --older-than 30d --keep-last 20 [--dry-run] [--gc-s3]
     ckpt decide http://127.0.0.1:9464/metrics    # migrate or not, from live metrics
+    ckpt migrate checkpoints.sqlite postgresql://user:pw@host/db   # then: ckpt verify SRC DST
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from shared.errors import CheckpointError, run_command
 from shared.ops.decide_cli import add_decide_command, open_checkpoint_db
+from shared.ops.migrate_cli import add_migrate_commands
 from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
     add_prune_command(sub)
     add_decide_command(sub)
+    add_migrate_commands(sub)
     return parser
 
 

@@ -1,0 +1,362 @@
+"""``ckpt migrate`` and ``ckpt verify``: move a checkpoint database to another, prove the copy.
+
+    ckpt migrate checkpoints.sqlite postgresql://app:secret@db:5432/agents   # SQLite -> PostgreSQL
+    ckpt verify  checkpoints.sqlite postgresql://app:secret@db:5432/agents   # every checkpoint
+    ckpt verify  checkpoints.sqlite postgresql://... --sample 500            # 500 random threads
+    ckpt migrate postgresql://app:secret@db:5432/agents rollback.sqlite      # the way back
+
+SRC and DST are each a SQLite file (``path`` or ``sqlite:///path``) or a ``postgresql://`` URL.
+The source is opened read-only. The destination's tables are created if missing. A run that
+is interrupted (Ctrl-C, SIGKILL, a lost connection) is resumed by running the same command
+again: finished threads are skipped, nothing is written twice. Bad input (an unreachable or
+malformed URL, a source that is not a checkpoint database, a destination that already holds
+different data for a thread) is one sentence on stderr, exit status 2, and nothing written.
+``verify`` exits 0 when every checkpoint is equal, 1 when it found a difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from shared import ROOT
+from shared.errors import CheckpointError, run_command
+from shared.infra.postgres import check_url, mask_url
+from shared.ops.decide_cli import SQLITE_MAGIC, open_checkpoint_db
+from shared.ops.migrate import count_rows, migrate, verify
+from shared.savers.sqlite import check_database_location, open_sqlite_saver
+
+Role = Literal["source", "destination", "copy to check"]
+
+
+@dataclass
+class Endpoint:
+    """One side of a migration: the saver, how to name it in messages, what it is."""
+
+    saver: BaseCheckpointSaver
+    name: str  # password masked
+    identity: tuple[str, ...]  # to refuse SRC == DST
+
+
+def _is_postgres(text: str) -> bool:
+    return urlsplit(text).scheme in ("postgres", "postgresql")
+
+
+def _sqlite_path(text: str, role: Role) -> Path:
+    if text.startswith("sqlite:"):
+        return Path(text.removeprefix("sqlite:").removeprefix("//").removeprefix("/"))
+    if "://" in text:
+        raise CheckpointError(f"The {role} {mask_url(text)!r} is neither a SQLite file nor a "
+                              "postgresql:// URL: give a path, sqlite:///PATH or "
+                              "postgresql://USER:PASSWORD@HOST:5432/DBNAME.")
+    return Path(text)
+
+
+@contextmanager
+def _postgres(url: str, role: Role) -> Iterator[Endpoint]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    check_url(url)
+    password = urlsplit(url).password
+    try:
+        conn = psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0,
+                                          row_factory=dict_row, connect_timeout=5)
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason.replace(password, "***") if password else reason
+        raise CheckpointError(f"Could not connect to the {role} {mask_url(url)} ({reason}): "
+                              "check the URL, the server and the network.") from None
+    with conn:
+        saver = PostgresSaver(conn)
+        if role != "destination":
+            if not _pg_tables(conn):
+                raise CheckpointError(f"The {role} {mask_url(url)} has no LangGraph checkpoint "
+                                      "tables: it is not a PostgresSaver database, or setup() "
+                                      "never ran on it.")
+            conn.execute("SET default_transaction_read_only = on")  # only ever read from
+        yield Endpoint(saver, mask_url(url), ("postgres", str(conn.info.host),
+                                              str(conn.info.port), conn.info.dbname))
+
+
+def _pg_tables(conn: Any) -> bool:
+    row = conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL AND "
+                       "to_regclass('checkpoint_writes') IS NOT NULL AS ok").fetchone()
+    return bool(row["ok"])
+
+
+def _check_sqlite_destination(path: Path) -> None:
+    """A new file, an empty one, or a SQLite checkpoint database; never someone else's data."""
+    check_database_location(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise CheckpointError(f"The destination {path} exists and is not a SQLite database: "
+                                  "give a new file name.")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE "
+                                             "type = 'table'")}
+    finally:
+        conn.close()
+    if tables and not {"checkpoints", "writes"} <= tables:
+        raise CheckpointError(f"The destination {path} is a SQLite database of something else "
+                              f"(tables: {', '.join(sorted(tables))}): give a new file name.")
+
+
+@contextmanager
+def open_endpoint(text: str, role: Role) -> Iterator[Endpoint]:
+    """Open SRC (read-only, must be a checkpoint database) or DST (created if missing)."""
+    if _is_postgres(text):
+        with _postgres(text, role) as endpoint:
+            yield endpoint
+        return
+    path = _sqlite_path(text, role)
+    if role == "destination":
+        _check_sqlite_destination(path)
+        with open_sqlite_saver(path) as saver:
+            yield Endpoint(saver, str(path), ("sqlite", str(path.resolve())))
+        return
+    if not path.is_file():
+        raise CheckpointError(f"The {role} {path} does not exist or is not a file: give the "
+                              "path of a SQLite checkpoint database or a postgresql:// URL.")
+    with path.open("rb") as f:
+        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise CheckpointError(f"The {role} {path} is not a SQLite database: give the path "
+                                  "of a SqliteSaver checkpoint file or a postgresql:// URL.")
+    conn = open_checkpoint_db(path)  # read-only; creates nothing; refuses other databases
+    try:
+        yield Endpoint(SqliteSaver(conn), str(path), ("sqlite", str(path.resolve())))
+    finally:
+        conn.close()
+
+
+def _open_pair(stack: ExitStack, src: str, dst: str, dst_role: Role
+               ) -> tuple[Endpoint, Endpoint]:
+    # The source is checked first: a bad source must not create a destination file.
+    source = stack.enter_context(open_endpoint(src, "source"))
+    if not _is_postgres(dst):
+        path = _sqlite_path(dst, dst_role)
+        if source.identity == ("sqlite", str(path.resolve())):
+            raise CheckpointError(f"SRC and DST are the same file ({path}): give a different "
+                                  "destination.")
+        if dst_role == "copy to check" and not path.is_file():
+            raise CheckpointError(f"The copy to check {path} does not exist: give the "
+                                  "destination you migrated to.")
+    target = stack.enter_context(open_endpoint(dst, dst_role))
+    if source.identity == target.identity:
+        raise CheckpointError(f"SRC and DST are the same database ({target.name}): give "
+                              "a different destination.")
+    return source, target
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("checkpoints"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import psycopg
+
+    if args.batch < 1:
+        raise CheckpointError(f"--batch {args.batch}: give a number of checkpoints of at least 1.")
+    out, err = Console(), Console(stderr=True)
+    with ExitStack() as stack:
+        source, target = _open_pair(stack, args.src, args.dst, "destination")
+        total = (count_rows(source.saver) or {}).get("checkpoints")
+        with _progress(err) as progress:
+            task = progress.add_task("migrating", total=total)
+            try:
+                report = migrate(source.saver, target.saver, batch=args.batch,
+                                 batched=not args.public_api,
+                                 on_checkpoints=lambda n: progress.advance(task, n))
+            except (psycopg.Error, sqlite3.Error) as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                where = "PostgreSQL" if isinstance(exc, psycopg.Error) else "SQLite"
+                raise CheckpointError(f"{where} failed during the migration ({reason}): "
+                                      "committed threads are kept; fix the cause and run the "
+                                      "same command again to resume.") from None
+        counts = count_rows(target.saver)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "destination_rows": counts}))
+        return 0
+    table = Table(title="ckpt migrate", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    for name, value in (("from", source.name), ("to", target.name),
+                        ("threads copied", report.threads),
+                        ("threads already there (skipped)", report.threads_skipped),
+                        ("checkpoints copied", report.checkpoints),
+                        ("pending writes copied", report.writes),
+                        ("transactions", report.batches), ("path", report.path),
+                        ("seconds", f"{report.seconds:.2f}"),
+                        ("checkpoints/s", f"{report.checkpoints_per_s:,.0f}"),
+                        *(((f"destination {k} rows", v) for k, v in counts.items())
+                          if counts else ())):
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+    out.print(table)
+    out.print("Next: ckpt verify SRC DST compares every checkpoint of the two.")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    out, err = Console(), Console(stderr=True)
+    if args.sample is not None and args.sample < 1:
+        raise CheckpointError(f"--sample {args.sample}: give a number of threads of at least 1.")
+    with ExitStack() as stack:
+        source, target = _open_pair(stack, args.src, args.dst, "copy to check")
+        total = None if args.sample else (count_rows(source.saver) or {}).get("checkpoints")
+        with _progress(err) as progress:
+            task = progress.add_task("verifying", total=total)
+            report = verify(source.saver, target.saver, sample=args.sample, seed=args.seed,
+                            examples=args.examples,
+                            on_checkpoints=lambda n: progress.advance(task, n))
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0 if report.ok else 1
+    scope = (f"{report.threads:,} sampled (seed {args.seed})" if report.sampled
+             else f"all {report.threads:,}")
+    table = Table(title="ckpt verify", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    for name, value in (("source", source.name), ("copy", target.name), ("threads", scope),
+                        ("checkpoints compared", report.checkpoints),
+                        ("pending writes compared", report.pending_writes),
+                        ("missing in the copy", report.missing),
+                        ("extra in the copy", report.extra),
+                        ("different", report.mismatches),
+                        ("seconds", f"{report.seconds:.2f}")):
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
+    out.print(table)
+    for line in report.examples:
+        out.print(f"  {line}")
+    out.print("[green]IDENTICAL[/]" if report.ok else "[red]DIFFERENT[/]")
+    return 0 if report.ok else 1
+
+
+def add_migrate_commands(subparsers: Any) -> None:
+    """Register ``migrate`` and ``verify`` on the ``ckpt`` command's subparsers."""
+    where = ("SRC and DST: a SQLite file (PATH or sqlite:///PATH) or a PostgreSQL URL "
+             "(postgresql://USER:PASSWORD@HOST:5432/DBNAME).")
+    p = subparsers.add_parser(
+        "migrate", help="copy every checkpoint from SRC to DST (resumable, verified by verify)",
+        description="Copy every thread, namespace, checkpoint and pending write from SRC to "
+        "DST, parents first, in batches (one transaction each on SQLite and PostgreSQL). Run "
+        "it again after an interruption: it resumes, and writes nothing twice. " + where,
+        epilog="Exit status 0 when done, 2 on bad input (nothing written).")
+    p.add_argument("src", metavar="SRC", help="the checkpoint database to copy (read-only)")
+    p.add_argument("dst", metavar="DST", help="where to copy it (tables created if missing)")
+    p.add_argument("--batch", type=int, default=1000, metavar="N",
+                   help="checkpoints per transaction (default 1000)")
+    p.add_argument("--public-api", action="store_true",
+                   help="write through put()/put_writes() only (slower; for comparison)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_migrate)
+
+    v = subparsers.add_parser(
+        "verify", help="compare every checkpoint of SRC with DST by deep equality",
+        description="Load every checkpoint of SRC and the same one from DST and compare them "
+        "(checkpoint, metadata, parent, pending writes). " + where,
+        epilog="Exit status 0 when identical, 1 when a difference was found, 2 on bad input.")
+    v.add_argument("src", metavar="SRC", help="the original database")
+    v.add_argument("dst", metavar="DST", help="the copy to check")
+    v.add_argument("--sample", type=int, metavar="N",
+                   help="check N random threads instead of all (for very large databases)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the --sample draw (default 0)")
+    v.add_argument("--examples", type=int, default=5, metavar="N",
+                   help="how many differences to list (default 5)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=cmd_verify)
+
+
+# --- the drill: ``ckpt migrate`` in a child process, killed in the middle of a transaction ------
+
+def start_migrate(src: str, dst: str, *options: str) -> subprocess.Popen[str]:
+    """Start ``ckpt migrate SRC DST`` in a fresh interpreter and return at once."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.Popen([sys.executable, "-m", "shared.ops.migrate_cli", "migrate", src, dst,
+                             "--json", *options], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@dataclass
+class Kill:
+    """What a SIGKILL sent to a running migration hit."""
+
+    killed: bool  # the child died of SIGKILL (it had not finished)
+    committed_at_kill: int  # checkpoints committed in the destination when the signal went
+    in_transaction: bool  # the child's write transaction was open when the signal went
+    committed_after: int  # once PostgreSQL had rolled that transaction back
+
+
+def kill_mid_migration(proc: subprocess.Popen[str], dst_url: str, at_least: int,
+                       timeout: float = 120.0) -> Kill:
+    """SIGKILL ``proc`` once ``at_least`` checkpoints are committed in ``dst_url``, preferably
+    while its next batch transaction is open (has written rows: ``backend_xid`` is set)."""
+    import psycopg
+
+    def count() -> int:  # 0 until the child's setup() has created the table
+        if conn.execute("SELECT to_regclass('checkpoints')").fetchone()[0] is None:
+            return 0
+        return conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+
+    others = ("SELECT count(*) FILTER (WHERE backend_xid IS NOT NULL), count(*) FROM "
+              "pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with psycopg.connect(dst_url, autocommit=True) as conn:
+        deadline, reached, writing, committed = time.monotonic() + timeout, None, False, 0
+        while proc.poll() is None and time.monotonic() < deadline:
+            committed = count()
+            if committed >= at_least:
+                reached = reached or time.monotonic()
+                writing = conn.execute(others).fetchone()[0] > 0
+                if writing or time.monotonic() - reached > 5:
+                    break
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        gone = time.monotonic() + 10
+        while conn.execute(others).fetchone()[1] and time.monotonic() < gone:
+            time.sleep(0.01)  # until the server has noticed the dead client and rolled back
+        after = count()
+    return Kill(proc.returncode == -signal.SIGKILL, committed, writing, after)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ckpt migrate`` / ``ckpt verify`` on their own (before shared/cli.py registers them)."""
+    parser = argparse.ArgumentParser(prog="ckpt", description=__doc__.split("\n\n")[0])
+    add_migrate_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
