@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from rich.progress import Progress
 
 import shared.witness
 from shared.ops.traffic import bulk_put, tagged_checkpoints
-from shared.ops.writeload import percentile
+from shared.ops.writeload import p99_ms
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import (
     create_metadata_indexes,
@@ -53,21 +52,12 @@ def _expected(rows: list[tuple[str, str, dict[str, Any]]], config: dict[str, Any
             and all(meta.get(k) == v for k, v in filter.items())}
 
 
-def _p99_ms(run: Any, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return percentile(times, 99)
-
-
 def _timings(saver: Any, config: dict[str, Any] | None, flt: dict[str, Any],
              runs: int) -> tuple[float, float]:
     """p99 of the saver's own SQL alone (finding), and of ``saver.list`` (finding + decoding)."""
     sql, params = list_query(config, flt)
-    query = _p99_ms(lambda: saver.conn.execute(sql, params).fetchall(), runs)
-    return query, _p99_ms(lambda: list(saver.list(config, filter=flt)), runs)
+    query = p99_ms(lambda: saver.conn.execute(sql, params).fetchall(), runs)
+    return query, p99_ms(lambda: list(saver.list(config, filter=flt)), runs)
 
 
 def _found(saver: Any, config: dict[str, Any] | None, flt: dict[str, Any],

@@ -19,12 +19,14 @@ against when the errors really began::
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
 import sqlite3
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,27 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)  # the parent never reads a half-written file
+
+
+def p99_ms(run: Callable[[], object], runs: int, warmup: int = 3) -> float:
+    """p99 of ``run()`` in milliseconds, after a warm-up, with the garbage collector paused.
+
+    Pausing the collector keeps a collection of the rest of the process out of the figure.
+    """
+    for _ in range(warmup):
+        run()
+    times = []
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        if collecting:
+            gc.enable()
+    return percentile(times, 99)
 
 
 def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms: int,
