@@ -34,7 +34,7 @@ def test_2_1_async_concurrency(tmp_path: Path) -> None:
 
 def test_2_3_metadata_filtering(tmp_path: Path) -> None:
     w = s3_metadata_filtering.main(workdir=tmp_path, checkpoints=20_000, threads=400,
-                                   users=200, runs=30)
+                                   users=400, runs=30)
     assert w["checkpoints"].value == 20_000
     assert w["result_sets_wrong"].value == 0
     assert w["result_sets_wrong_with_indexes"].value == 0

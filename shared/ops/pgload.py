@@ -27,14 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from shared.graph import build_chat_graph
-from shared.ops.writeload import WriterStats, percentile
+from shared.ops.writeload import WriterStats, percentile, small_checkpoint
 from shared.proc import fork_child
 
 PG_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
@@ -165,9 +163,7 @@ def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_byte
         while time.time() < start_at:
             time.sleep(0.001)
         while time.time() < start_at + seconds:
-            cp = empty_checkpoint()
-            cp["id"] = str(uuid6())
-            cp["channel_values"] = {"doc": "x" * payload_bytes}
+            cp = small_checkpoint(payload_bytes)
             t0 = time.perf_counter()
             try:
                 config = saver.put(config, cp, {"source": "loop", "step": len(latencies)}, {})

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
 from shared.proc import fork_child
@@ -96,6 +96,14 @@ def p99_ms(run: Callable[[], object], runs: int, warmup: int = 3) -> float:
     return percentile(times, 99)
 
 
+def small_checkpoint(payload_bytes: int) -> Checkpoint:
+    """A fresh checkpoint with a new uuid6 id and one ``payload_bytes`` string channel."""
+    cp = empty_checkpoint()
+    cp["id"] = str(uuid6())
+    cp["channel_values"] = {"doc": "x" * payload_bytes}
+    return cp
+
+
 def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms: int,
             payload_bytes: int, rate: float | None = None, serve: bool = False,
             stop_file: str | None = None, seed: int = 0) -> None:
@@ -126,9 +134,7 @@ def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms:
                 continue
             if rate is not None:  # independent clients: Poisson arrivals, seeded per writer
                 due += rng.expovariate(rate)
-            cp = empty_checkpoint()
-            cp["id"] = str(uuid6())
-            cp["channel_values"] = {"doc": "x" * payload_bytes}
+            cp = small_checkpoint(payload_bytes)
             t0 = time.perf_counter()
             try:
                 config = saver.put(config, cp, {"source": "loop", "step": len(latencies)}, {})

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from shared.ops.prune import PruneResult, RetentionPolicy, prune_now
-from shared.savers.sqlite import _location_error, check_database_location
+from shared.savers.sqlite import open_sqlite_saver
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
@@ -129,15 +128,5 @@ class PrunableSqliteSaver(SqliteSaver):
 def open_prunable_saver(path: str | Path, *,
                         serde: SerializerProtocol | None = None) -> Iterator[PrunableSqliteSaver]:
     """A set-up ``PrunableSqliteSaver`` on ``path`` (location checked first), closed on exit."""
-    path = check_database_location(path)
-    try:
-        conn = sqlite3.connect(path, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _location_error(path, exc) from exc
-    with closing(conn):
-        saver = PrunableSqliteSaver(conn, serde=serde)
-        try:
-            saver.setup()
-        except sqlite3.OperationalError as exc:
-            raise _location_error(path, exc) from exc
-        yield saver
+    with open_sqlite_saver(path, serde=serde, saver_class=PrunableSqliteSaver) as saver:
+        yield saver  # type: ignore[misc]

@@ -62,8 +62,9 @@ def _location_error(path: Path, exc: sqlite3.Error) -> DatabaseLocationError:
 
 @contextmanager
 def open_sqlite_saver(path: str | Path, *, serde: SerializerProtocol | None = None,
-                      busy_timeout_ms: int | None = None) -> Iterator[SqliteSaver]:
-    """A set-up ``SqliteSaver`` on ``path``, closed on exit.
+                      busy_timeout_ms: int | None = None,
+                      saver_class: type[SqliteSaver] = SqliteSaver) -> Iterator[SqliteSaver]:
+    """A set-up ``SqliteSaver`` (or ``saver_class``) on ``path``, closed on exit.
 
     The location is checked before ``sqlite3.connect`` so a bad path creates nothing.
     """
@@ -75,7 +76,7 @@ def open_sqlite_saver(path: str | Path, *, serde: SerializerProtocol | None = No
     with closing(conn):
         if busy_timeout_ms is not None:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        saver = SqliteSaver(conn, serde=serde)
+        saver = saver_class(conn, serde=serde)
         try:
             saver.setup()
         except sqlite3.OperationalError as exc:
