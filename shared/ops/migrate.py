@@ -1,51 +1,40 @@
-"""Move every checkpoint from one saver to another, and verify the copy by deep equality.
+"""Move every checkpoint from one saver to another as stored bytes; ``verify`` proves the copy.
 
-    report = migrate(SqliteSaver(conn), PostgresSaver(pg_conn))     # any saver to any saver
-    assert verify(src, dst).ok                                       # every CheckpointTuple equal
+    report = migrate(SqliteSaver(conn), PostgresSaver(pg_conn))     # SQLite <-> PostgreSQL
+    assert verify(src, dst).ok                                       # shared.ops.verify
 
 What is moved, per thread and namespace (subgraphs too), oldest first so a parent always
 lands before its children: every checkpoint with its metadata and parent, and the pending
-writes stored against it, one ``put_writes`` per task in the source's order (each write keeps
-its index), with the task path where the source keeps one (SQLite and PostgreSQL do).
+writes stored against it, each with its index and task path.
 
-new_versions. ``put(config, checkpoint, metadata, {})``, as a naive copy does, loses data:
-``PostgresSaver`` keeps channel values in ``checkpoint_blobs`` and stores only the channels
-named in ``new_versions``. The migrator passes, for each checkpoint, every channel version
-it has not yet handed over for that thread and namespace, so each blob is written once.
+Bytes, never objects. Between ``SqliteSaver`` and ``PostgresSaver`` databases nothing is
+decoded (``shared.ops.rows``): an application type the migrator cannot import arrives as the
+application stored it, and a tampered row cannot run code here. SQLite -> SQLite writes the
+same bytes; between SQLite and PostgreSQL each channel value keeps its serialized bytes (type
+tag and payload), split into ``checkpoint_blobs`` or joined into one msgpack body exactly as
+``put`` would have done. What cannot cross without being decoded (a ``pickle`` or encrypted
+body bound for PostgreSQL, a ``pickle`` blob bound for SQLite) and text PostgreSQL cannot hold
+(a NUL character in an id) are found before anything is written, and refused with the list.
 
-Two ways to write, one result (``row_digests`` shows the rows are byte-identical):
+new_versions. ``PostgresSaver`` stores a channel's value once per version. For each
+checkpoint the migrator hands over every channel version it has not yet written for that
+thread and namespace, so each blob is written once.
 
-- batched, for ``PostgresSaver`` and ``SqliteSaver`` destinations whose ``put``/``put_writes``
-  are the library's own: the rows are built by the saver's own code (``_dump_blobs``,
-  ``_dump_writes``, its serde, the same metadata rules), exactly what ``put`` would write,
-  and a batch of threads (``batch`` checkpoints, 1,000 by default) goes in ONE transaction.
-  On PostgreSQL the batch is COPYed (binary): straight into the tables for threads that have
-  no row there yet, else into temporary staging tables and applied with the saver's own
-  ``ON CONFLICT`` rules. While PostgreSQL writes batch N, batch N+1 is read and built.
-- public API, for any other saver: ``put_writes`` then ``put`` for each checkpoint.
-
-Interrupted, resumed, never half-written. A batched run commits whole threads or nothing:
-a SIGKILL in the middle of a batch rolls that batch back, so the destination only ever holds
-complete threads. On the public-API path a checkpoint's writes are stored BEFORE the
-checkpoint row, so a checkpoint that is visible has all of its writes; a kill leaves at most
-writes of a checkpoint not yet stored, invisible, rewritten identically by the next run.
+Batches, one transaction each. ``batch`` checkpoints (whole threads) go in ONE transaction:
+on PostgreSQL COPYed (binary) straight into the tables for threads that have no row there
+yet, else into temporary staging tables applied with the saver's own ``ON CONFLICT`` rules;
+while PostgreSQL writes batch N, batch N+1 is read and built. A SIGKILL rolls the batch back,
+so the destination only ever holds complete threads. Other savers go through the public API
+(``put_writes`` then ``put``, so a visible checkpoint has its writes): that path decodes with
+the savers' own serializers, which is the caller's choice of what to trust.
 
 Idempotent, and safe to point at a database in use. Before writing anything, the migrator
 reads which source threads the destination already holds. A thread holding exactly the
-source's checkpoints, equal by deep comparison, was copied before: skipped. A thread holding
-a part of them, equal so far, is completed. A thread holding anything else (a checkpoint the
-source does not have, or a different one) is refused with ``MigrationConflict`` naming it,
-before a single row is written. Every write is an upsert on its primary key, so running the
-migration twice creates nothing twice. ``progress_file`` (optional) records finished threads
-so that a third run does not even compare them.
-
-Memory stays flat: thread ids are paged, histories are read a few dozen threads at a time,
-and at most two batches are held. ``verify`` compares every ``CheckpointTuple``
-(checkpoint, metadata, parent, pending writes) of the source with the destination's, thread
-by thread; ``sample=N`` checks N threads drawn with a seeded RNG. Two differences that are
-storage, not data, are not counted: metadata's legacy ``writes`` key, which ``PostgresSaver``
-never stores, and a DeltaChannel snapshot that ``PostgresSaver`` shows at every checkpoint
-sharing its channel version (see ``_by_key``).
+source's checkpoints was copied before: skipped. A thread holding a part of them, equal so
+far, is completed. A thread holding anything else is refused with ``MigrationConflict``
+naming it, before a single row is written. ``progress_file`` (optional) records finished
+threads so that a third run does not even compare them. Memory stays flat: thread ids are
+paged, histories are read a few dozen threads at a time, and at most two batches are held.
 """
 
 from __future__ import annotations
@@ -54,61 +43,62 @@ import json
 import operator
 import os
 import queue
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
-    BaseCheckpointSaver,
-    CheckpointTuple,
-    get_checkpoint_metadata,
-    get_serializable_checkpoint_metadata,
-    writes_sort_key,
-)
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from psycopg.types.json import Jsonb
 
 from shared.errors import CheckpointError
 from shared.graph import Ledger, build_approval_graph, build_chat_graph
+from shared.ops.rows import (
+    RawThread,
+    comparable,
+    differences,
+    in_list,
+    is_sql,
+    postgres_rows,
+    query,
+    read_raw,
+    sqlite_rows,
+)
+from shared.ops.threads import (
+    PAGE,
+    READ_CHUNK,
+    Progress,
+    ThreadCopy,
+    count_rows,
+    has_tables,
+    iter_thread_ids,
+    pages,
+    read_any,
+    read_objects,
+    sample_thread_ids,
+    thread_ids,
+)
+from shared.ops.verify import VerifyReport, duplicate_rows, row_digests, verify
 from shared.proc import child_result, start_child
+from shared.savers.inert import EMBEDDABLE
 from shared.savers.sqlite import open_sqlite_saver
 
-Progress = Callable[[int], None]
 Key = tuple[str, str]  # (checkpoint_ns, checkpoint_id) inside one thread
-PAGE = 500  # thread ids per page when listing and when asking the destination what it has
-READ_CHUNK = 32  # threads whose histories are read (and decoded) at a time
 
 
 class MigrationConflict(CheckpointError):
     """The destination already holds different data for a thread; nothing was written."""
 
 
-@dataclass
-class ThreadCopy:
-    """One thread as read from a saver: its history (parents first) and its task paths."""
-
-    thread_id: str
-    history: list[CheckpointTuple]
-    paths: dict[tuple[str, str, str], str] = field(default_factory=dict)
-
-    def keys(self) -> set[Key]:
-        return {_key(t) for t in self.history}
-
-
-def _key(t: CheckpointTuple) -> Key:
-    conf = t.config["configurable"]
-    return conf["checkpoint_ns"], conf["checkpoint_id"]
+class MigrationRefused(CheckpointError):
+    """The source holds data the destination cannot take without decoding; nothing written."""
 
 
 def _is_plain(saver: BaseCheckpointSaver, cls: type, *methods: str) -> bool:
@@ -117,171 +107,7 @@ def _is_plain(saver: BaseCheckpointSaver, cls: type, *methods: str) -> bool:
         getattr(type(saver), m) is getattr(cls, m) for m in methods)
 
 
-# --- reading: thread ids, histories, task paths ---------------------------------------------
-
-def iter_thread_ids(saver: BaseCheckpointSaver, page: int = PAGE) -> Iterator[str]:
-    """Every thread of ``saver`` in sorted order, paged for SQL savers (flat memory)."""
-    if isinstance(saver, SqliteSaver | PostgresSaver):
-        sqlite = isinstance(saver, SqliteSaver)
-        mark = "?" if sqlite else "%s"
-        sql = (f"SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > {mark} "  # noqa: S608
-               f"ORDER BY thread_id LIMIT {int(page)}")
-        last = ""
-        while True:
-            rows = _query(saver, sql, (last,))
-            yield from (r[0] for r in rows)
-            if len(rows) < page:
-                return
-            last = rows[-1][0]
-    else:  # the public API has no "list threads": one streaming pass over every checkpoint
-        yield from sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)})
-
-
-def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
-    """Every thread of ``saver``, sorted."""
-    return list(iter_thread_ids(saver))
-
-
-def sample_thread_ids(saver: BaseCheckpointSaver, n: int, seed: int = 0) -> list[str]:
-    """``n`` threads drawn uniformly with a seeded RNG (reservoir sampling: flat memory)."""
-    rng, chosen = random.Random(seed), []
-    for i, thread_id in enumerate(iter_thread_ids(saver)):
-        if i < n:
-            chosen.append(thread_id)
-        elif (j := rng.randrange(i + 1)) < n:
-            chosen[j] = thread_id
-    return sorted(chosen)
-
-
-def count_rows(saver: BaseCheckpointSaver) -> dict[str, int] | None:
-    """SELECT COUNT(*) of the saver's tables (checkpoints, writes, blobs); None if not SQL."""
-    if isinstance(saver, SqliteSaver):
-        tables = {"checkpoints": "checkpoints", "writes": "writes"}
-    elif isinstance(saver, PostgresSaver):
-        tables = {"checkpoints": "checkpoints", "writes": "checkpoint_writes",
-                  "blobs": "checkpoint_blobs"}
-    else:
-        return None
-    if not _has_tables(saver):
-        return dict.fromkeys(tables, 0)
-    # Table names are the constants above, never user text.
-    return {k: _query(saver, f"SELECT count(*) FROM {t}", ())[0][0]  # noqa: S608
-            for k, t in tables.items()}
-
-
-def _query(saver: BaseCheckpointSaver, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """Run a read on a SQL saver's own connection (under its lock) and return plain tuples."""
-    if isinstance(saver, SqliteSaver):
-        with saver.lock:
-            return [tuple(r) for r in saver.conn.execute(sql, params).fetchall()]
-    assert isinstance(saver, PostgresSaver)
-    with saver._cursor() as cur:
-        cur.execute(sql, params)
-        return [tuple(r.values()) for r in cur.fetchall()]
-
-
-def _has_tables(saver: BaseCheckpointSaver) -> bool:
-    if isinstance(saver, SqliteSaver):
-        names = {r[0] for r in _query(saver, "SELECT name FROM sqlite_master WHERE "
-                                              "type = 'table'", ())}
-        return {"checkpoints", "writes"} <= names
-    found = _query(saver, "SELECT to_regclass('checkpoints') IS NOT NULL AND "
-                          "to_regclass('checkpoint_writes') IS NOT NULL AND "
-                          "to_regclass('checkpoint_blobs') IS NOT NULL", ())
-    return bool(found[0][0])
-
-
-def thread_history(saver: BaseCheckpointSaver, thread_id: str) -> list[CheckpointTuple]:
-    """Every checkpoint of a thread, every namespace, parents before children (public API)."""
-    history = list(saver.list({"configurable": {"thread_id": thread_id}}))
-    history.sort(key=_key)
-    return history
-
-
-# The thread ids travel as one JSON parameter, however many there are.
-_SQLITE_CHECKPOINTS = """SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-    type, checkpoint, metadata FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))
-    ORDER BY thread_id, checkpoint_ns, checkpoint_id"""
-_SQLITE_WRITES = """SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, channel, type, value,
-    {path}, idx FROM writes WHERE thread_id IN (SELECT value FROM json_each(?))"""
-
-
-def _sqlite_threads(saver: SqliteSaver, ids: list[str]) -> dict[str, ThreadCopy]:
-    """What ``list()`` returns for these threads, in two queries instead of one per checkpoint."""
-    arg = (json.dumps(ids),)
-    with saver.lock:
-        conn = saver.conn
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(writes)")}
-        path = "task_path" if "task_path" in columns else "''"  # a file from before task paths
-        rows = conn.execute(_SQLITE_CHECKPOINTS, arg).fetchall()
-        write_rows = conn.execute(_SQLITE_WRITES.format(path=path), arg).fetchall()
-    writes: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
-    for r in write_rows:
-        writes.setdefault(r[:3], []).append(r[3:])
-    out = {t: ThreadCopy(t, []) for t in ids}
-    loads = saver.serde.loads_typed
-    for thread_id, ns, cid, parent, type_, blob, metadata in rows:
-        mine = sorted(writes.get((thread_id, ns, cid), []),
-                      key=lambda w: writes_sort_key(w[4], w[0], w[5]))
-        copy = out[thread_id]
-        copy.paths.update(((ns, cid, w[0]), w[4]) for w in mine)
-        copy.history.append(CheckpointTuple(
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
-                              "checkpoint_id": cid}},
-            loads((type_, blob)),
-            json.loads(metadata) if metadata is not None else {},
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
-                              "checkpoint_id": parent}} if parent else None,
-            [(w[0], w[1], loads((w[2], w[3]))) for w in mine]))
-    return out
-
-
-def read_threads(saver: BaseCheckpointSaver, ids: Iterable[str]) -> Iterator[ThreadCopy]:
-    """Each requested thread's history and task paths, a few dozen threads per read."""
-    ids = list(ids)
-    for i in range(0, len(ids), READ_CHUNK):
-        chunk = ids[i:i + READ_CHUNK]
-        if _is_plain(saver, SqliteSaver, "list"):
-            yield from _sqlite_threads(saver, chunk).values()  # type: ignore[arg-type]
-            continue
-        paths: dict[str, dict[tuple[str, str, str], str]] = {t: {} for t in chunk}
-        if isinstance(saver, PostgresSaver):  # task paths are not in CheckpointTuple
-            for t, ns, cid, task, path in _query(
-                    saver, "SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id, task_id, "
-                           "task_path FROM checkpoint_writes WHERE thread_id = ANY(%s)",
-                    (chunk,)):
-                paths[t][(ns, cid, task)] = path
-        for t in chunk:
-            yield ThreadCopy(t, thread_history(saver, t), paths[t])
-
-
-# --- writing: what each checkpoint hands over ------------------------------------------------
-
-def _target(thread_id: str, t: CheckpointTuple) -> dict[str, Any]:
-    """The config ``put`` receives: the thread, the namespace and the PARENT's id."""
-    ns = t.config["configurable"]["checkpoint_ns"]
-    parent = t.parent_config["configurable"]["checkpoint_id"] if t.parent_config else None
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
-                             **({"checkpoint_id": parent} if parent else {})}}
-
-
-def _new_versions(t: CheckpointTuple, written: set[tuple[str, str, str]]) -> dict[str, Any]:
-    """Channel versions not yet handed over for this thread and namespace (and mark them)."""
-    ns = t.config["configurable"]["checkpoint_ns"]
-    versions = {ch: v for ch, v in t.checkpoint["channel_versions"].items()
-                if (ns, ch, str(v)) not in written}
-    # Marked only when the value is here to be stored; an absent one may come later.
-    written.update((ns, ch, str(v)) for ch, v in versions.items()
-                   if ch in t.checkpoint["channel_values"])
-    return versions
-
-
-def _writes_by_task(t: CheckpointTuple) -> dict[str, list[tuple[str, Any]]]:
-    by_task: dict[str, list[tuple[str, Any]]] = {}
-    for task_id, channel, value in t.pending_writes or []:
-        by_task.setdefault(task_id, []).append((channel, value))
-    return by_task
-
+# --- what each batch holds, and the sinks that write it ---------------------------------------
 
 @dataclass
 class _Counts:
@@ -294,7 +120,7 @@ class _Counts:
 class _Batch:
     """Threads to write, with the rows a batched sink has built for them (CPU work, done)."""
 
-    copies: list[ThreadCopy]
+    copies: list[Any]  # RawThread for the row sinks, ThreadCopy for the public API
     counts: _Counts
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
@@ -304,18 +130,19 @@ class _ApiSink:
 
     kind = "public API"
     background = False  # commit in the caller's thread: a foreign saver may expect that
+    raw = False  # reads the source's objects (its own serializer)
 
     def __init__(self, saver: BaseCheckpointSaver) -> None:
         self.saver = saver
 
     def keys(self, ids: list[str]) -> dict[str, set[Key]]:
-        if isinstance(self.saver, SqliteSaver | PostgresSaver) and not _has_tables(self.saver):
-            return {}
-        found = {c.thread_id: c.keys() for c in read_threads(self.saver, ids)}
+        if is_sql(self.saver):
+            return _sql_keys(self.saver, ids)
+        found = {t: c.keys() for t, c in read_any(self.saver, ids).items()}
         return {t: k for t, k in found.items() if k}
 
     def prepare(self) -> None:
-        if isinstance(self.saver, SqliteSaver | PostgresSaver):
+        if is_sql(self.saver):
             self.saver.setup()  # other savers: the caller sets them up, as for a graph
 
     def build(self, copies: list[ThreadCopy]) -> _Batch:
@@ -330,15 +157,39 @@ class _ApiSink:
         for copy in batch.copies:
             written: set[tuple[str, str, str]] = set()
             for t in copy.history:
-                ns, cid = _key(t)
+                conf = t.config["configurable"]
+                ns, cid = conf["checkpoint_ns"], conf["checkpoint_id"]
                 config = {"configurable": {"thread_id": copy.thread_id, "checkpoint_ns": ns,
                                            "checkpoint_id": cid}}
-                for task_id, task_writes in _writes_by_task(t).items():
+                by_task: dict[str, list[tuple[str, Any]]] = {}
+                for task_id, channel, value in t.pending_writes or []:
+                    by_task.setdefault(task_id, []).append((channel, value))
+                for task_id, task_writes in by_task.items():
                     self.saver.put_writes(config, task_writes, task_id,
                                           copy.paths.get((ns, cid, task_id), ""))
-                versions = _new_versions(t, written)
-                self.saver.put(_target(copy.thread_id, t), t.checkpoint, t.metadata, versions)
+                versions = {ch: v for ch, v in t.checkpoint["channel_versions"].items()
+                            if (ns, ch, str(v)) not in written}
+                written.update((ns, ch, str(v)) for ch, v in versions.items()
+                               if ch in t.checkpoint["channel_values"])
+                parent = t.parent_config["configurable"]["checkpoint_id"] if t.parent_config \
+                    else None
+                target = {"configurable": {"thread_id": copy.thread_id, "checkpoint_ns": ns,
+                                           **({"checkpoint_id": parent} if parent else {})}}
+                self.saver.put(target, t.checkpoint, t.metadata, versions)
                 batch.counts.blobs += len(versions)
+
+
+def _sql_keys(saver: BaseCheckpointSaver, ids: list[str]) -> dict[str, set[Key]]:
+    """(namespace, checkpoint id) of each of ``ids`` that ``saver`` already holds."""
+    if not ids or not has_tables(saver):
+        return {}
+    sqlite = isinstance(saver, SqliteSaver)
+    where = f"thread_id IN {in_list(ids)}" if sqlite else "thread_id = ANY(%s)"
+    found: dict[str, set[Key]] = {}
+    for t, ns, cid in query(saver, "SELECT thread_id, checkpoint_ns, checkpoint_id FROM "  # noqa: S608
+                                   f"checkpoints WHERE {where}", ids if sqlite else (ids,)):
+        found.setdefault(t, set()).add((ns, cid))
+    return found
 
 
 # PostgresSaver's own conflict rules, applied to a whole batch COPYed into session-private
@@ -354,22 +205,15 @@ _PG_STAGE = (
 _PG_TYPES = {"blobs": ["text", "text", "text", "text", "text", "bytea"],
              "checkpoints": ["text", "text", "text", "text", "jsonb", "jsonb"],
              "writes": ["text", "text", "text", "text", "text", "int4", "text", "text", "bytea"]}
-_PG_COPY_INTO = {  # straight into the saver's tables: for threads without a row there
-    "blobs": "COPY checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
-             "FROM STDIN (FORMAT BINARY)",
-    "checkpoints": "COPY checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
-                   "parent_checkpoint_id, checkpoint, metadata) FROM STDIN (FORMAT BINARY)",
-    "writes": "COPY checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
-              "task_path, idx, channel, type, blob) FROM STDIN (FORMAT BINARY)",
+_PG_COLUMNS = {
+    "blobs": "(thread_id, checkpoint_ns, channel, version, type, blob)",
+    "checkpoints": "(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, "
+                   "metadata)",
+    "writes": "(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, "
+              "blob{replace})",
 }
-_PG_COPY_STAGE = {  # into the staging tables, then _PG_APPLY with the saver's conflict rules
-    "blobs": "COPY ckpt_migrate_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
-             "FROM STDIN (FORMAT BINARY)",
-    "checkpoints": "COPY ckpt_migrate_checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
-                   "parent_checkpoint_id, checkpoint, metadata) FROM STDIN (FORMAT BINARY)",
-    "writes": "COPY ckpt_migrate_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
-              "task_path, idx, channel, type, blob, replace) FROM STDIN (FORMAT BINARY)",
-}
+_PG_TABLES = {"blobs": "checkpoint_blobs", "checkpoints": "checkpoints",
+              "writes": "checkpoint_writes"}
 _PG_APPLY = (  # UPSERT_CHECKPOINT_BLOBS_SQL, UPSERT_CHECKPOINTS_SQL, the two writes statements
     """INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
     SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM ckpt_migrate_blobs
@@ -399,6 +243,7 @@ class _PostgresSink(_ApiSink):
 
     kind = "batched (PostgreSQL)"
     background = True  # the next batch is read and built while this one is written
+    raw = True
     saver: PostgresSaver
 
     def __init__(self, saver: BaseCheckpointSaver) -> None:
@@ -406,55 +251,23 @@ class _PostgresSink(_ApiSink):
         self.clean: set[str] = set()  # threads without a single row in any table
 
     def keys(self, ids: list[str]) -> dict[str, set[Key]]:
-        if not _has_tables(self.saver):
+        if not has_tables(self.saver):
             self.clean.update(ids)
             return {}
-        found: dict[str, set[Key]] = {}
-        for t, ns, cid in _query(self.saver, "SELECT thread_id, checkpoint_ns, checkpoint_id "
-                                             "FROM checkpoints WHERE thread_id = ANY(%s)", (ids,)):
-            found.setdefault(t, set()).add((ns, cid))
+        found = _sql_keys(self.saver, ids)
         # Writes or blobs without a checkpoint (an older copy killed half way) are not clean.
-        self.clean.update(set(ids) - set(found) - {r[0] for r in _query(
+        self.clean.update(set(ids) - set(found) - {r[0] for r in query(
             self.saver, "SELECT thread_id FROM checkpoint_writes WHERE thread_id = ANY(%s) "
                         "UNION SELECT thread_id FROM checkpoint_blobs WHERE thread_id = ANY(%s)",
             (ids, ids))})
         return found
 
-    def build(self, copies: list[ThreadCopy]) -> _Batch:
-        s, batch = self.saver, _Batch(list(copies), _Counts(),
-                                      {"blobs": [], "checkpoints": [], "writes": []})
+    def build(self, copies: list[RawThread]) -> _Batch:
+        batch = _Batch(list(copies), _Counts(), {"blobs": [], "checkpoints": [], "writes": []})
         for copy in copies:
-            written: set[tuple[str, str, str]] = set()
-            for t in copy.history:
-                ns, cid = _key(t)
-                config = _target(copy.thread_id, t)
-                versions = _new_versions(t, written)
-                # As PostgresSaver.put: primitives stay inline, the rest become blobs.
-                inline = t.checkpoint.copy()
-                inline["channel_values"] = dict(t.checkpoint["channel_values"])
-                values: dict[str, Any] = {}
-                for k, v in t.checkpoint["channel_values"].items():
-                    if isinstance(v, _DeltaSnapshot):
-                        values[k] = inline["channel_values"].pop(k)
-                        inline["channel_values"][k] = True
-                    elif not (v is None or isinstance(v, str | int | float | bool)):
-                        values[k] = inline["channel_values"].pop(k)
-                if blob_versions := {k: v for k, v in versions.items() if k in values}:
-                    batch.rows["blobs"].extend(
-                        s._dump_blobs(copy.thread_id, ns, values, blob_versions))
-                batch.rows["checkpoints"].append((
-                    copy.thread_id, ns, cid, config["configurable"].get("checkpoint_id"),
-                    Jsonb(inline), Jsonb(get_serializable_checkpoint_metadata(config,
-                                                                              t.metadata))))
-                for task_id, task_writes in _writes_by_task(t).items():
-                    # put_writes' own choice: special channels replace, others never do
-                    replace = all(w[0] in WRITES_IDX_MAP for w in task_writes)
-                    batch.rows["writes"].extend((*row, replace) for row in s._dump_writes(
-                        copy.thread_id, ns, cid, task_id,
-                        copy.paths.get((ns, cid, task_id), ""), task_writes))
-                    batch.counts.writes += len(task_writes)
-                batch.counts.checkpoints += 1
-                batch.counts.blobs += len(versions)
+            batch.counts.blobs += postgres_rows(copy, batch.rows)
+            batch.counts.checkpoints += len(copy.checkpoints)
+            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
         return batch
 
     def commit(self, batch: _Batch) -> None:
@@ -468,7 +281,9 @@ class _PostgresSink(_ApiSink):
             for table, types in _PG_TYPES.items():
                 # the writes rows end with put_writes' replace flag, which only staging keeps
                 staged = not direct and table == "writes"
-                with cur.copy((_PG_COPY_INTO if direct else _PG_COPY_STAGE)[table]) as copy:
+                name = _PG_TABLES[table] if direct else f"ckpt_migrate_{table}"
+                columns = _PG_COLUMNS[table].format(replace=", replace" if staged else "")
+                with cur.copy(f"COPY {name} {columns} FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types([*types, "bool"] if staged else types)
                     for row in batch.rows[table]:
                         copy.write_row(row if staged or table != "writes" else row[:-1])
@@ -482,44 +297,17 @@ class _SqliteSink(_ApiSink):
     """``SqliteSaver``: the rows ``put``/``put_writes`` would write, one transaction a batch."""
 
     kind = "batched (SQLite)"
+    raw = True
     saver: SqliteSaver
     _COLUMNS = ("(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, "
                 "type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-    def keys(self, ids: list[str]) -> dict[str, set[Key]]:
-        if not _has_tables(self.saver):
-            return {}
-        found: dict[str, set[Key]] = {}
-        for t, ns, cid in _query(self.saver, "SELECT thread_id, checkpoint_ns, checkpoint_id "
-                                             "FROM checkpoints WHERE thread_id IN "
-                                             "(SELECT value FROM json_each(?))",
-                                 (json.dumps(ids),)):
-            found.setdefault(t, set()).add((ns, cid))
-        return found
-
-    def build(self, copies: list[ThreadCopy]) -> _Batch:
-        s, batch = self.saver, _Batch(list(copies), _Counts(),
-                                      {"checkpoints": [], "upserts": [], "inserts": []})
+    def build(self, copies: list[RawThread]) -> _Batch:
+        batch = _Batch(list(copies), _Counts(), {"checkpoints": [], "upserts": [], "inserts": []})
         for copy in copies:
-            written: set[tuple[str, str, str]] = set()
-            for t in copy.history:
-                ns, cid = _key(t)
-                config = _target(copy.thread_id, t)
-                batch.counts.blobs += len(_new_versions(t, written))
-                type_, blob = s.serde.dumps_typed(t.checkpoint)
-                metadata = json.dumps(get_checkpoint_metadata(config, t.metadata),
-                                      ensure_ascii=False).encode("utf-8", "ignore")
-                batch.rows["checkpoints"].append((
-                    copy.thread_id, ns, cid, config["configurable"].get("checkpoint_id"), type_,
-                    blob, metadata))
-                for task_id, task_writes in _writes_by_task(t).items():
-                    path = copy.paths.get((ns, cid, task_id), "")
-                    replace = all(w[0] in WRITES_IDX_MAP for w in task_writes)
-                    batch.rows["upserts" if replace else "inserts"].extend(
-                        (copy.thread_id, ns, cid, task_id, path, WRITES_IDX_MAP.get(ch, i), ch,
-                         *s.serde.dumps_typed(v)) for i, (ch, v) in enumerate(task_writes))
-                    batch.counts.writes += len(task_writes)
-                batch.counts.checkpoints += 1
+            batch.counts.blobs += sqlite_rows(copy, batch.rows)
+            batch.counts.checkpoints += len(copy.checkpoints)
+            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
         return batch
 
     def commit(self, batch: _Batch) -> None:
@@ -545,84 +333,124 @@ class _SqliteSink(_ApiSink):
                 raise
 
 
-def _sink(dst: BaseCheckpointSaver, batched: bool) -> _ApiSink:
-    if batched and _is_plain(dst, PostgresSaver, "put", "put_writes") and dst.pipe is None:
-        return _PostgresSink(dst)
-    if batched and _is_plain(dst, SqliteSaver, "put", "put_writes"):
-        return _SqliteSink(dst)
+def _sink(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, batched: bool) -> _ApiSink:
+    if batched and is_sql(src):
+        if _is_plain(dst, PostgresSaver, "put", "put_writes") and dst.pipe is None:
+            return _PostgresSink(dst)
+        if _is_plain(dst, SqliteSaver, "put", "put_writes"):
+            return _SqliteSink(dst)
     return _ApiSink(dst)
+
+
+def _read(sink: _ApiSink, src: BaseCheckpointSaver, ids: list[str]
+          ) -> Iterable[RawThread | ThreadCopy]:
+    for i in range(0, len(ids), READ_CHUNK):
+        chunk = ids[i:i + READ_CHUNK]
+        if sink.raw:
+            yield from read_raw(src, chunk).values()
+        else:
+            yield from read_objects(src, chunk)
+
+
+def _size(copy: RawThread | ThreadCopy) -> int:
+    return len(copy.checkpoints) if isinstance(copy, RawThread) else len(copy.history)
 
 
 def copy_thread(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, thread_id: str
                 ) -> tuple[int, int, int]:
     """Copy one thread through the public API; returns (checkpoints, writes, versions)."""
     sink = _ApiSink(dst)
-    batch = sink.build(list(read_threads(src, [thread_id])))
+    batch = sink.build(list(read_objects(src, [thread_id])))
     sink.commit(batch)
     return batch.counts.checkpoints, batch.counts.writes, batch.counts.blobs
 
 
-# --- comparing -------------------------------------------------------------------------------
+# --- before anything is written: what the destination cannot take, what it already has -------
 
-def _comparable(t: CheckpointTuple) -> tuple[Any, ...]:
-    parent = t.parent_config["configurable"]["checkpoint_id"] if t.parent_config else None
-    metadata = {k: v for k, v in t.metadata.items() if k != "writes"}
-    return t.checkpoint, metadata, parent, list(t.pending_writes or [])
-
-
-def differences(a: CheckpointTuple, b: CheckpointTuple) -> list[str]:
-    """Which parts of two checkpoint tuples differ: checkpoint, metadata, parent, writes."""
-    names = ("checkpoint", "metadata", "parent", "pending_writes")
-    return [n for n, x, y in zip(names, _comparable(a), _comparable(b), strict=True) if x != y]
+def _examples(rows: list[tuple[Any, ...]], describe: Callable[[tuple[Any, ...]], str]) -> str:
+    shown = "; ".join(describe(r) for r in rows[:5])
+    return shown + (f"; and {len(rows) - 5} more" if len(rows) > 5 else "")
 
 
-def _by_key(copy: ThreadCopy) -> dict[Key, CheckpointTuple]:
-    """The thread's checkpoints by key, each DeltaChannel snapshot shown at every checkpoint
-    that carries its channel version.
+def _sqlite_nul_rows(src: SqliteSaver) -> list[tuple[Any, ...]]:
+    nul = "instr(CAST({} AS BLOB), X'00') > 0"
+    ids = " OR ".join(nul.format(c) for c in ("thread_id", "checkpoint_ns", "checkpoint_id"))
+    w = " OR ".join(nul.format(c) for c in ("thread_id", "checkpoint_ns", "checkpoint_id",
+                                            "task_id", "channel"))
+    return query(src, f"SELECT DISTINCT thread_id FROM checkpoints WHERE {ids} UNION "  # noqa: S608
+                      f"SELECT DISTINCT thread_id FROM writes WHERE {w} ORDER BY 1")
 
-    ``PostgresSaver`` stores one value per (channel, version) and loads it into every
-    checkpoint that names that version; ``SqliteSaver`` keeps a ``_DeltaSnapshot`` only in
-    the checkpoint that took it, the next ones carry the version without the value. Both
-    rebuild the same state. Each side is filled from its OWN snapshots only, so a snapshot
-    lost in the copy is still a difference.
+
+def refuse_unmovable(src: BaseCheckpointSaver, dst: BaseCheckpointSaver) -> None:
+    """Refuse (``MigrationRefused``) data the destination cannot store without decoding it,
+    listing where it is; reads only (one pass over the id and type columns)."""
+    if isinstance(src, SqliteSaver) and isinstance(dst, PostgresSaver) and has_tables(src):
+        if bad := _sqlite_nul_rows(src):
+            raise MigrationRefused(
+                f"{len(bad)} thread(s) hold a NUL character in an id, which PostgreSQL cannot "
+                f"store in text ({_examples(bad, lambda r: repr(r[0]))}): nothing was written; "
+                "rename or delete those threads in the source, or keep them on SQLite.")
+        if bad := query(src, "SELECT thread_id, checkpoint_id, type FROM checkpoints WHERE "
+                             "type IS NOT 'msgpack' ORDER BY 1, 2"):
+            raise MigrationRefused(
+                f"{len(bad)} checkpoint(s) are stored in a form that cannot be split into "
+                "PostgreSQL's per-channel rows without running the serializer ("
+                + _examples(bad, lambda r: f"thread {r[0]!r} checkpoint {r[1]} as {r[2]!r}")
+                + "): nothing was written; migrate from code with the application's serializer.")
+    if isinstance(src, PostgresSaver) and isinstance(dst, SqliteSaver) and has_tables(src):
+        allowed = sorted(EMBEDDABLE | {"empty"})
+        if bad := query(src, "SELECT thread_id, channel, version, type FROM checkpoint_blobs "
+                             "WHERE NOT type = ANY(%s) ORDER BY 1, 2, 3", (allowed,)):
+            raise MigrationRefused(
+                f"{len(bad)} channel value(s) are stored in a form that cannot be embedded in "
+                "a SQLite msgpack checkpoint without running the serializer ("
+                + _examples(bad, lambda r: f"thread {r[0]!r} channel {r[1]!r} version {r[2]} "
+                                           f"as {r[3]!r}")
+                + "): nothing was written; migrate from code with the application's serializer.")
+
+
+def preflight(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
+              threads: list[str] | None = None, skip: set[str] | None = None,
+              batched: bool = True) -> set[str]:
+    """Refuse (``MigrationConflict``, ``MigrationRefused``) before anything is written.
+
+    Reads only. Returns the threads ``dst`` holds a part of, equal so far, to complete.
     """
-    snapshots = {(_key(t)[0], ch, str(t.checkpoint["channel_versions"].get(ch))): v
-                 for t in copy.history for ch, v in t.checkpoint["channel_values"].items()
-                 if isinstance(v, _DeltaSnapshot)}
-    out = {}
-    for t in copy.history:
-        ns, values = _key(t)[0], t.checkpoint["channel_values"]
-        fill = {ch: snapshots[(ns, ch, str(v))]
-                for ch, v in t.checkpoint["channel_versions"].items()
-                if ch not in values and (ns, ch, str(v)) in snapshots}
-        if fill:
-            t = t._replace(checkpoint={**t.checkpoint, "channel_values": {**values, **fill}})
-        out[_key(t)] = t
-    return out
+    sink, skip, incomplete = _sink(src, dst, batched), skip or set(), set()
+    if sink.raw:
+        refuse_unmovable(src, dst)
+    for page in pages(threads if threads is not None else iter_thread_ids(src)):
+        existing = sink.keys([t for t in page if t not in skip])
+        if not existing:
+            continue
+        ids = list(existing)
+        for i in range(0, len(ids), READ_CHUNK):
+            chunk = ids[i:i + READ_CHUNK]
+            theirs = read_any(dst, chunk, pair=src)
+            for mine in read_any(src, chunk, pair=dst).values():
+                if reason := _conflict(mine, theirs[mine.thread_id]):
+                    raise MigrationConflict(
+                        f"The destination already holds different data for thread "
+                        f"{mine.thread_id!r} ({reason}): nothing was written; migrate into an "
+                        "empty database, or delete that thread from the destination first.")
+                if comparable(mine) != comparable(theirs[mine.thread_id]):
+                    incomplete.add(mine.thread_id)
+    return incomplete
 
 
-def _conflict(src: ThreadCopy, dst: ThreadCopy) -> str | None:
+def _conflict(src: RawThread, dst: RawThread) -> str | None:
     """Why ``dst``'s copy of a thread is not (a part of) ``src``'s; None if it is."""
     if extra := dst.keys() - src.keys():
         return f"{len(extra)} checkpoint(s) the source does not have, e.g. {min(extra)[1]}"
-    mine = _by_key(src)
-    for key, t in _by_key(dst).items():
-        diff = differences(mine[key], t)
+    mine = comparable(src)
+    for key, entry in comparable(dst).items():
+        diff = differences(mine[key], entry)
         # Writes the destination lacks are completed; writes the source lacks are a conflict.
-        if diff == ["pending_writes"] and all(w in (mine[key].pending_writes or [])
-                                              for w in t.pending_writes or []):
+        if diff == ["pending_writes"] and all(w in mine[key][3] for w in entry[3]):
             continue
         if diff:
             return f"checkpoint {key[1]} differs in {', '.join(diff)}"
     return None
-
-
-def _same(src: ThreadCopy, dst: ThreadCopy) -> bool:
-    """Both copies hold the same checkpoints, each deep-equal."""
-    if src.keys() != dst.keys():
-        return False
-    theirs = _by_key(dst)
-    return not any(differences(t, theirs[k]) for k, t in _by_key(src).items())
 
 
 # --- migrate ---------------------------------------------------------------------------------
@@ -646,17 +474,6 @@ class MigrationReport:
         return {**asdict(self), "checkpoints_per_s": round(self.checkpoints_per_s, 1)}
 
 
-def _pages(items: Iterable[str], size: int = PAGE) -> Iterator[list[str]]:
-    page: list[str] = []
-    for item in items:
-        page.append(item)
-        if len(page) >= size:
-            yield page
-            page = []
-    if page:
-        yield page
-
-
 def _load_progress(path: Path | None) -> set[str]:
     if path is None or not path.exists():
         return set()
@@ -669,31 +486,6 @@ def _save_progress(path: Path | None, done: set[str]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps({"done": sorted(done)}))
     os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half
-
-
-def preflight(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
-              threads: list[str] | None = None, skip: set[str] | None = None,
-              batched: bool = True) -> set[str]:
-    """Refuse (``MigrationConflict``) if ``dst`` holds different data for a source thread.
-
-    Reads only. Returns the threads ``dst`` holds a part of, equal so far, to complete.
-    """
-    sink, skip, incomplete = _sink(dst, batched), skip or set(), set()
-    for page in _pages(threads if threads is not None else iter_thread_ids(src)):
-        existing = sink.keys([t for t in page if t not in skip])
-        if not existing:
-            continue
-        theirs = {c.thread_id: c for c in read_threads(dst, existing)}
-        for mine in read_threads(src, existing):
-            other = theirs[mine.thread_id]
-            if reason := _conflict(mine, other):
-                raise MigrationConflict(
-                    f"The destination already holds different data for thread "
-                    f"{mine.thread_id!r} ({reason}): nothing was written; migrate into an "
-                    "empty database, or delete that thread from the destination first.")
-            if not _same(mine, other):
-                incomplete.add(mine.thread_id)
-    return incomplete
 
 
 class _Committer:
@@ -746,16 +538,19 @@ class _Committer:
 def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
             progress_file: Path | None = None, batch: int = 1000,
             on_checkpoints: Progress | None = None, threads: list[str] | None = None,
-            batched: bool = True) -> MigrationReport:
+            batched: bool = True, on_commit: Callable[[MigrationReport], None] | None = None
+            ) -> MigrationReport:
     """Copy every thread of ``src`` into ``dst``, ``batch`` checkpoints per transaction.
 
-    Raises ``MigrationConflict`` before writing anything if ``dst`` holds different data.
-    ``batched=False`` forces the public-API path (``put_writes`` + ``put``) on any saver.
+    Raises ``MigrationConflict`` / ``MigrationRefused`` before writing anything if ``dst``
+    holds different data or cannot take the source's. ``batched=False`` forces the
+    public-API path (``put_writes`` + ``put``, objects) on any saver. ``on_commit`` sees the
+    report after each committed batch (what an interrupted run has kept).
     """
     if batch < 1:
         raise CheckpointError(f"batch must be at least 1 checkpoint, got {batch}.")
     started = time.perf_counter()
-    sink = _sink(dst, batched)
+    sink = _sink(src, dst, batched)
     report = MigrationReport(path=sink.kind)
     done = _load_progress(progress_file)
     incomplete = preflight(src, dst, threads=threads, skip=done, batched=batched)
@@ -771,24 +566,27 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
         _save_progress(progress_file, done)
         if on_checkpoints:
             on_checkpoints(b.counts.checkpoints)
+        if on_commit:
+            on_commit(report)
 
     committer, pending, size = _Committer(sink, committed), [], 0
     try:
-        for page in _pages(threads if threads is not None else iter_thread_ids(src)):
+        for page in pages(threads if threads is not None else iter_thread_ids(src)):
             report.threads_skipped += sum(t in done for t in page)
             todo = [t for t in page if t not in done]
             existing = sink.keys(todo)
-            for copy in read_threads(src, todo):
-                if not copy.history:
+            for copy in _read(sink, src, todo):
+                if not _size(copy):
                     continue
-                if (existing.get(copy.thread_id) == copy.keys()
-                        and copy.thread_id not in incomplete):  # complete: preflight compared it
-                    report.threads_skipped += 1
+                keys = {(k[0], k[1]) for k in (copy.keys() if isinstance(copy, RawThread) else
+                                               _object_keys(copy))}
+                if existing.get(copy.thread_id) == keys and copy.thread_id not in incomplete:
+                    report.threads_skipped += 1  # complete: preflight compared it
                     if on_checkpoints:
-                        on_checkpoints(len(copy.history))
+                        on_checkpoints(_size(copy))
                     continue
                 pending.append(copy)
-                size += len(copy.history)
+                size += _size(copy)
                 if size >= batch:
                     committer.submit(sink.build(pending))
                     pending, size = [], 0
@@ -802,129 +600,14 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
     return report
 
 
-# --- verify ----------------------------------------------------------------------------------
-
-@dataclass
-class VerifyReport:
-    threads: int = 0
-    checkpoints: int = 0
-    pending_writes: int = 0
-    missing: int = 0  # in the source, not in the destination
-    extra: int = 0  # in the destination's copy of a source thread, not in the source
-    mismatches: int = 0  # in both, not deep-equal
-    sampled: bool = False
-    seconds: float = 0.0
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def bad(self) -> int:
-        """Checkpoints missing, extra or different."""
-        return self.missing + self.extra + self.mismatches
-
-    @property
-    def ok(self) -> bool:
-        return self.bad == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+def _object_keys(copy: ThreadCopy) -> set[Key]:
+    return {(t.config["configurable"]["checkpoint_ns"], t.config["configurable"]["checkpoint_id"])
+            for t in copy.history}
 
 
-def verify(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
-           threads: list[str] | None = None, sample: int | None = None, seed: int = 0,
-           examples: int = 5, on_checkpoints: Progress | None = None) -> VerifyReport:
-    """Compare every ``CheckpointTuple`` of ``src`` with ``dst``'s by deep equality.
-
-    ``threads`` limits the check to those threads; ``sample`` to that many seeded-random ones.
-    """
-    started = time.perf_counter()
-    report = VerifyReport(sampled=sample is not None)
-    if threads is None and sample is not None:
-        threads = sample_thread_ids(src, sample, seed)
-
-    def example(text: str) -> None:
-        if len(report.examples) < examples:
-            report.examples.append(text)
-
-    for page in _pages(threads if threads is not None else iter_thread_ids(src), READ_CHUNK):
-        theirs = {c.thread_id: c for c in read_threads(dst, page)}
-        for mine in read_threads(src, page):
-            report.threads += 1
-            other = _by_key(theirs[mine.thread_id])
-            for key, t in _by_key(mine).items():
-                report.checkpoints += 1
-                report.pending_writes += len(t.pending_writes or [])
-                got = other.pop(key, None)
-                where = f"{mine.thread_id}/{key[0] or '-'}/{key[1]}"
-                if got is None:
-                    report.missing += 1
-                    example(f"{where}: missing")
-                elif diff := differences(t, got):
-                    report.mismatches += 1
-                    example(f"{where}: {', '.join(diff)} differ")
-            report.extra += len(other)
-            for ns, cid in sorted(other):
-                example(f"{mine.thread_id}/{ns or '-'}/{cid}: not in the source")
-            if on_checkpoints:
-                on_checkpoints(len(mine.history))
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-# Each table with its primary key: what "no duplicates" and "the same rows" are checked on.
-_PK = {"checkpoints": "thread_id, checkpoint_ns, checkpoint_id",
-       "writes": "thread_id, checkpoint_ns, checkpoint_id, task_id, idx",
-       "checkpoint_writes": "thread_id, checkpoint_ns, checkpoint_id, task_id, idx",
-       "checkpoint_blobs": "thread_id, checkpoint_ns, channel, version"}
-
-
-def _tables(saver: BaseCheckpointSaver) -> tuple[str, ...]:
-    if isinstance(saver, SqliteSaver):
-        return "checkpoints", "writes"
-    if isinstance(saver, PostgresSaver):
-        return "checkpoints", "checkpoint_blobs", "checkpoint_writes"
-    raise CheckpointError(f"{type(saver).__name__} keeps no SQL tables to count: row checks "
-                          "work on SqliteSaver and PostgresSaver.")
-
-
-def duplicate_rows(saver: BaseCheckpointSaver) -> dict[str, int]:
-    """Per table, COUNT(*) minus COUNT(DISTINCT primary key): rows stored twice."""
-    out = {}
-    for table in _tables(saver):
-        # Table and key names come from _PK, never from user text.
-        sql = (f"SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT {_PK[table]} "  # noqa: S608
-               f"FROM {table}) AS k) FROM {table}")
-        out[table] = _query(saver, sql, ())[0][0]
-    return out
-
-
-def row_digests(saver: BaseCheckpointSaver, threads: list[str] | None = None) -> dict[str, str]:
-    """A SHA-256 of every row of every table (of ``threads``, or all), in key order.
-
-    Two databases with equal digests hold byte-for-byte the same rows: how the batched path
-    is shown to write exactly what ``put``/``put_writes`` write.
-    """
-    import hashlib
-
-    out = {}
-    sqlite = isinstance(saver, SqliteSaver)
-    for table in _tables(saver):
-        where = ("" if threads is None else "WHERE thread_id IN (SELECT value FROM json_each(?))"
-                 if sqlite else "WHERE thread_id = ANY(%s)")
-        arg: tuple[Any, ...] = () if threads is None else (
-            json.dumps(threads) if sqlite else threads,)
-        digest = hashlib.sha256()
-        # Table and key names come from _PK; the thread ids are a parameter.
-        for row in _query(saver, f"SELECT * FROM {table} {where} ORDER BY {_PK[table]}",  # noqa: S608
-                          arg):
-            digest.update(repr(row).encode())
-        out[table] = digest.hexdigest()
-    return out
-
-
-def iter_checkpoints(saver: BaseCheckpointSaver, threads: list[str]
-                     ) -> Iterator[CheckpointTuple]:
-    """Every checkpoint of ``threads``, thread by thread, parents first."""
-    for copy in read_threads(saver, threads):
+def iter_checkpoints(saver: BaseCheckpointSaver, threads: list[str]) -> Iterable[Any]:
+    """Every checkpoint of ``threads`` as ``CheckpointTuple`` (the saver's own objects)."""
+    for copy in read_objects(saver, threads):
         yield from copy.history
 
 
@@ -1015,23 +698,23 @@ def build_demo_source(db: Path, ledger: Ledger, threads: int, turns: int = 3) ->
 __all__ = [
     "DEMO_NAMES",
     "DEMO_SPECIAL",
+    "PAGE",
     "MigrationConflict",
+    "MigrationRefused",
     "MigrationReport",
     "ThreadCopy",
     "VerifyReport",
     "build_demo_source",
     "copy_thread",
     "count_rows",
-    "differences",
     "duplicate_rows",
     "iter_checkpoints",
     "iter_thread_ids",
     "migrate",
     "preflight",
-    "read_threads",
+    "refuse_unmovable",
     "row_digests",
     "sample_thread_ids",
-    "thread_history",
     "thread_ids",
     "verify",
 ]
