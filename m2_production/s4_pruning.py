@@ -74,7 +74,7 @@ def main(workdir: Path | None = None, days: int = 90, conversations_per_day: int
         made, writes = prune.write_chat_days(saver, now - timedelta(days=days), days,
                                              conversations_per_day, seed, "traffic")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # "before" = every page in the file
-        before, counts0 = prune.audit_rows(conn, serde), prune.audit_counts(conn)
+        before, counts0 = prune.audit_rows(conn), prune.audit_counts(conn)
         bytes0 = prune.file_bytes(conn)
         span = max(r.ts for r in before.values()) - min(r.ts for r in before.values())
 
@@ -83,7 +83,7 @@ def main(workdir: Path | None = None, days: int = 90, conversations_per_day: int
         dry = prune.apply_prune(saver, plan, dry_run=True)
         dry_changed = (prune.audit_counts(conn) != counts0, prune.file_bytes(conn) != bytes0)
         done = prune.apply_prune(saver, plan)
-        after, counts1 = prune.audit_rows(conn, serde), prune.audit_counts(conn)
+        after, counts1 = prune.audit_rows(conn), prune.audit_counts(conn)
         again = prune.prune_now(saver, policy, now=now)
 
         # --- verify with each blob's own ts, not the ids the planner used -------------------

@@ -74,13 +74,13 @@ from typing import Any, NamedTuple
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import Checkpoint
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from shared.errors import CheckpointError, run_command
+from shared.savers.inert import UnreadableValue, split_checkpoint
 from shared.savers.sqlite import require_checkpoint_tables
 
 Key = tuple[str, str, str]  # (thread_id, checkpoint_ns, checkpoint_id)
@@ -240,28 +240,53 @@ def _checked_thread_ids(thread_ids: Sequence[str] | None) -> tuple[str, ...] | N
     return tuple(str(t) for t in thread_ids)
 
 
-def _load(conn: sqlite3.Connection, serde: SerializerProtocol, key: Key) -> Checkpoint | None:
+class _Body(NamedTuple):
+    """What the planner reads inside a checkpoint: nothing that could run code."""
+
+    ts: str | None
+    values: frozenset[str]  # channels with a stored value
+    versions: frozenset[str]  # channels with a version
+    v: int
+
+
+def _load(conn: sqlite3.Connection, serde: SerializerProtocol | None, key: Key) -> _Body | None:
+    """The outer fields of a checkpoint, read without decoding a single value
+    (``shared.savers.inert``); None if it has no row, or cannot be read that way and no
+    ``serde`` of the application's own was given to read it."""
     row = conn.execute("SELECT type, checkpoint FROM checkpoints WHERE thread_id = ? AND "
                        "checkpoint_ns = ? AND checkpoint_id = ?", key).fetchone()
     if row is None:
         return None
     try:
-        return serde.loads_typed((row[0], row[1]))
-    except Exception as exc:
-        raise CheckpointError(
-            f"Could not decode checkpoint {key[2]} of thread {key[0]!r} ({exc}): the database "
-            "uses a serializer this command does not have; prune it from code with "
-            "PrunableSqliteSaver(conn, serde=...).") from exc
+        fields, values = split_checkpoint(row[0], row[1])
+        versions = fields.get("channel_versions") or {}
+    except UnreadableValue:
+        if serde is None:  # the ops tool: never run what it cannot read
+            return None
+        # An application's own saver (e.g. encrypted rows) reads them with its own serializer.
+        fields = serde.loads_typed((row[0], row[1]))
+        values, versions = fields.get("channel_values") or {}, fields.get("channel_versions") or {}
+    ts = fields.get("ts")
+    return _Body(ts if isinstance(ts, str) else None, frozenset(values), frozenset(versions),
+                 int(fields.get("v", 1)) if isinstance(fields.get("v", 1), int) else 1)
+
+
+def _unreadable(key: Key) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {key[2]} of thread {key[0]!r} cannot be read without running its "
+        "serializer (it is not plain msgpack), so the DeltaChannel values its successors need "
+        "cannot be traced: nothing was deleted; prune it from code with "
+        "PrunableSqliteSaver(conn, serde=...).")
 
 
 def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
                thread_ids: Sequence[str] | None = None, *, now: datetime | None = None,
                serde: SerializerProtocol | None = None) -> PrunePlan:
     """Decide, without changing anything, which checkpoints ``policy`` deletes and why the
-    others stay. ``now`` fixes the clock (tests and drills); ``serde`` is only used to read
-    DeltaChannel checkpoints and the ``ts`` of non-uuid6 ids."""
+    others stay. ``now`` fixes the clock (tests and drills). Checkpoints are read without
+    decoding their values; ``serde`` (an application's own) is used only for rows that are
+    not plain msgpack, such as encrypted ones."""
     threads = _checked_thread_ids(thread_ids)
-    serde = serde or JsonPlusSerializer()
     now = _aware(now or datetime.now(UTC))
     cutoff = now - policy.older_than if policy.older_than is not None else None
     cutoff_id = uuid6_at(cutoff) if cutoff is not None else None
@@ -295,10 +320,10 @@ def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
     ages_from_ts = 0
     no_age: set[Key] = set()
     for key in unknown_age:  # slow path: the id is not uuid6, read ts from the blob
-        ckpt = _load(conn, serde, key)
+        body = _load(conn, serde, key)
         try:
-            ts = _aware(datetime.fromisoformat(str(ckpt["ts"]))) if ckpt else None
-        except (KeyError, ValueError):
+            ts = _aware(datetime.fromisoformat(body.ts)) if body and body.ts else None
+        except ValueError:
             ts = None
         if ts is None:
             no_age.add(key)
@@ -344,9 +369,10 @@ def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
 
     def info(key: Key) -> tuple[frozenset[str], frozenset[str], int]:
         if key not in loaded:
-            ckpt = _load(conn, serde, key) or {}
-            loaded[key] = (frozenset(ckpt.get("channel_values") or {}),
-                           frozenset(ckpt.get("channel_versions") or {}), int(ckpt.get("v", 1)))
+            body = _load(conn, serde, key)
+            if body is None:
+                raise _unreadable(key)
+            loaded[key] = (body.values, body.versions, body.v)
         return loaded[key]
 
     # Only namespaces that lose rows can break, so only their kept rows are read.
@@ -593,15 +619,13 @@ class AuditRow(NamedTuple):
     digest: str  # sha256 of checkpoint blob + metadata: did a kept row change?
 
 
-def audit_rows(conn: sqlite3.Connection, serde: SerializerProtocol | None = None
-               ) -> dict[Key, AuditRow]:
+def audit_rows(conn: sqlite3.Connection) -> dict[Key, AuditRow]:
     """Every checkpoint with its parent, its own ``ts`` and a digest of its bytes."""
-    serde = serde or JsonPlusSerializer()
     out = {}
     for t, ns, cid, parent, typ, blob, meta in conn.execute(
             "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
             "checkpoint, metadata FROM checkpoints"):
-        ts = _aware(datetime.fromisoformat(serde.loads_typed((typ, blob))["ts"]))
+        ts = _aware(datetime.fromisoformat(split_checkpoint(typ, blob)[0]["ts"]))
         out[(t, ns, cid)] = AuditRow(parent, ts, hashlib.sha256(blob + (meta or b"")).hexdigest())
     return out
 
