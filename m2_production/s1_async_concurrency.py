@@ -19,12 +19,14 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 import shared.witness
 from shared.graph import build_chat_graph
 from shared.llm import OfflineChatModel
 from shared.ops.writeload import SQLITE_DEFAULT_BUSY_TIMEOUT_MS, measure_process_writers
+from shared.savers import graph_serde
 from shared.witness import Witness, fresh_workdir
 
 
@@ -32,7 +34,8 @@ async def _conversations(db: Path, tag: str, n: int, latency_s: float,
                          concurrent: bool) -> tuple[float, list[str], int]:
     """Run ``n`` one-turn conversations; return wall seconds, error texts, threads saved."""
     errors: list[str] = []
-    async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
+    async with aiosqlite.connect(db) as conn:
+        saver = AsyncSqliteSaver(conn, serde=graph_serde())
         graph = build_chat_graph(saver, OfflineChatModel(latency_s=latency_s))
         configs = [{"configurable": {"thread_id": f"{tag}-{i}"}} for i in range(n)]
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.postgres.base import MIGRATIONS
 from psycopg import sql
 
@@ -26,7 +25,7 @@ from shared.errors import CheckpointError
 from shared.graph import build_chat_graph
 from shared.infra.postgres import create_database, postgres_server
 from shared.llm import OfflineChatModel
-from shared.savers import open_sqlite_saver, sqlite_schema, table_bytes
+from shared.savers import open_postgres_saver, open_sqlite_saver, sqlite_schema, table_bytes
 from shared.witness import Witness, fresh_workdir
 
 SAYINGS = ["Hi, my name is Alice.", "I live in Lyon.", "What is my name?",
@@ -63,8 +62,7 @@ def main(workdir: Path | None = None, turns: int = 20) -> Witness:
         except CheckpointError as exc:
             w.error = " ".join(str(exc).split())  # psycopg's reason may span lines
             return w
-        pg = stack.enter_context(PostgresSaver.from_conn_string(
-            create_database(url, "ckpt_m4_s2_schema")))
+        pg = stack.enter_context(open_postgres_saver(create_database(url, "ckpt_m4_s2_schema")))
         pg.setup()
         versions = [r["v"] for r in pg.conn.execute("SELECT v FROM checkpoint_migrations")]
         pg.setup()  # again: every migration is recorded, so none runs twice

@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.types import Command
 
 import shared.witness
@@ -41,7 +40,7 @@ from shared.ops.migrate import (
     verify,
 )
 from shared.ops.migrate_cli import kill_mid_migration, start_migrate
-from shared.savers import open_sqlite_saver
+from shared.savers import open_postgres_saver, open_sqlite_saver
 from shared.witness import Witness, fresh_workdir
 
 
@@ -51,7 +50,7 @@ def _cfg(thread: str) -> dict[str, Any]:
 
 def _rate(src: Any, url: str, **kwargs: Any) -> float:
     """Checkpoints/s of one more migration into a fresh scratch database (for best-of-N)."""
-    with PostgresSaver.from_conn_string(create_database(url, "m4_migrate_timing")) as dst:
+    with open_postgres_saver(create_database(url, "m4_migrate_timing")) as dst:
         dst.setup()
         return migrate(src, dst, **kwargs).checkpoints_per_s
 
@@ -63,7 +62,7 @@ def main(workdir: Path | None = None, threads: int = 1000, turns: int = 3, batch
     source, ledger = wd / "checkpoints.sqlite", Ledger(wd / "ledger.jsonl")
     build_demo_source(source, ledger, threads, turns)
     with postgres_server(wd / "pg") as url, open_sqlite_saver(source) as src, \
-            PostgresSaver.from_conn_string(create_database(url, "m4_migrate")) as pg:
+            open_postgres_saver(create_database(url, "m4_migrate")) as pg:
         rows = count_rows(src) or {}
         w.metric("source_threads", len(thread_ids(src)), "threads", f"== {threads + 3}")
         sub = src.conn.execute("SELECT count(*) FROM checkpoints WHERE checkpoint_ns != ''")
@@ -85,7 +84,7 @@ def main(workdir: Path | None = None, threads: int = 1000, turns: int = 3, batch
 
         # --- the public-API path on some threads: the same rows, one round trip per call ------
         ids = thread_ids(src)[:api_threads] + DEMO_SPECIAL
-        with PostgresSaver.from_conn_string(create_database(url, "m4_migrate_api")) as api:
+        with open_postgres_saver(create_database(url, "m4_migrate_api")) as api:
             api.setup()
             slow = max([migrate(src, api, threads=ids, batched=False).checkpoints_per_s] + [
                 _rate(src, url, threads=ids, batched=False) for _ in range(repeat - 1)])
@@ -123,7 +122,7 @@ def main(workdir: Path | None = None, threads: int = 1000, turns: int = 3, batch
         w.metric("killed_by_sigkill", kill.killed, target="== yes")
         w.metric("killed_half_way", 0 < kill.committed_after < rows["checkpoints"], target="== yes")
         w.metric("kill_inside_open_transaction", kill.in_transaction)
-        with PostgresSaver.from_conn_string(killed_url) as killed:
+        with open_postgres_saver(killed_url) as killed:
             present = thread_ids(killed)
             w.metric("threads_committed_at_kill", len(present), "threads")
             w.metric("half_written_threads", sum(not verify(src, killed, threads=[t]).ok

@@ -28,7 +28,7 @@ from shared.infra.postgres import create_database, postgres_server
 from shared.ops.cutover import ChatLoad, Deployment, backfill, verify_live
 from shared.ops.migrate import thread_ids, verify
 from shared.ops.pgload import pg_pool
-from shared.savers import open_sqlite_saver, row_counts
+from shared.savers import graph_serde, open_sqlite_saver, row_counts
 from shared.savers.dualwrite import DualWriteSaver, ShareRouter
 from shared.witness import Witness, fresh_workdir
 
@@ -44,7 +44,7 @@ def main(workdir: Path | None = None, phase_s: float = 2.0, clients: int = 4,
     with postgres_server(wd / "pg") as server, open_sqlite_saver(db) as sqlite, \
             open_sqlite_saver(db) as sqlite_job, \
             pg_pool(create_database(server, "ckpt_m4_cutover")) as pool:
-        pg, pg_job = PostgresSaver(pool), PostgresSaver(pool)  # the migrator has its own
+        pg, pg_job = (PostgresSaver(pool, serde=graph_serde()) for _ in "ab")  # the migrator's own
         pg.setup()
 
         def deploy(phase: str, share: float | None = None) -> float:

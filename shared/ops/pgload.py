@@ -34,6 +34,7 @@ from psycopg_pool import ConnectionPool
 from shared.graph import build_chat_graph
 from shared.ops.writeload import WriterStats, percentile, small_checkpoint
 from shared.proc import fork_child
+from shared.savers.serde import graph_serde
 
 PG_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
                              "row_factory": dict_row}
@@ -65,7 +66,7 @@ def _chat_worker(url: str, pipe: Any) -> None:
     """One app server: its own pool and saver; serves (thread_id, text) until it gets None."""
     try:
         with pg_pool(url, max_size=2) as pool:
-            graph = build_chat_graph(PostgresSaver(pool))
+            graph = build_chat_graph(PostgresSaver(pool, serde=graph_serde()))
             pipe.send({"ready": os.getpid()})
             while (request := pipe.recv()) is not None:
                 thread_id, text = request
@@ -157,7 +158,7 @@ def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_byte
     locked = other = 0
     errors: list[str] = []
     with pg_pool(url, max_size=1) as pool:
-        saver = PostgresSaver(pool)
+        saver = PostgresSaver(pool, serde=graph_serde())
         config: dict[str, Any] = {"configurable": {"thread_id": f"pg-writer-{index}",
                                                    "checkpoint_ns": ""}}
         while time.time() < start_at:

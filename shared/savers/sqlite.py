@@ -18,6 +18,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from shared.errors import DatabaseLocationError
+from shared.savers.serde import graph_serde
 
 
 def check_database_location(path: str | Path) -> Path:
@@ -67,6 +68,7 @@ def open_sqlite_saver(path: str | Path, *, serde: SerializerProtocol | None = No
     """A set-up ``SqliteSaver`` (or ``saver_class``) on ``path``, closed on exit.
 
     The location is checked before ``sqlite3.connect`` so a bad path creates nothing.
+    ``serde`` defaults to ``graph_serde()``: only allowlisted types are ever built on load.
     """
     path = check_database_location(path)
     try:
@@ -76,7 +78,7 @@ def open_sqlite_saver(path: str | Path, *, serde: SerializerProtocol | None = No
     with closing(conn):
         if busy_timeout_ms is not None:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        saver = saver_class(conn, serde=serde)
+        saver = saver_class(conn, serde=serde or graph_serde())
         try:
             saver.setup()
         except sqlite3.OperationalError as exc:
