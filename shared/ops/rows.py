@@ -185,6 +185,9 @@ def read_raw(saver: BaseCheckpointSaver, ids: list[str]) -> dict[str, RawThread]
         checkpoints = [_from_sqlite_row(r) for r in rows]
         for t, ns, cid, task, idx, ch, type_, blob, tpath in query(
                 saver, _SQLITE_WRITES.format(ids=in_list(ids), path=path), ids):
+            if not isinstance(idx, int):  # SQLite stores whatever it is given
+                raise UnreadableValue(f"thread {t!r}, checkpoint {cid}: a pending write of task "
+                                      f"{task!r} has the index {idx!r}, not a whole number")
             writes.setdefault((t, ns, cid), []).append(
                 RawWrite(task, idx, ch, type_, bytes(blob or b""), tpath or ""))
     elif isinstance(saver, PostgresSaver):
