@@ -162,6 +162,10 @@ def test_purge_restores_a_blob_a_row_committed_after_the_quarantine(
                               grace_seconds=GRACE)
     assert early.purged == [] and len(collector.trash_keys()) == 1
     time.sleep(collector.purge_after + 2.1)  # whole-second stamps: the age is a lower bound
+    dry = collector.collect(lambda: referenced_digests(saver.conn, bucket), dry_run=True)
+    assert dry.restored == [key] and len(dry.purged) == 1  # what it would do, and nothing more:
+    live = store.keys()
+    assert len(collector.trash_keys()) == 1 and key not in live
     done = collector.collect(lambda: referenced_digests(saver.conn, bucket), grace_seconds=GRACE)
     assert done.restored == [key] and len(done.purged) == 1 and done.removed == []
     assert collector.trash_keys() == [] and store.keys() == [key]

@@ -32,7 +32,8 @@ collector deletes in two steps:
 
 Why the purge is safe: a save that last asked S3 before the quarantine commits its row
 within ``known_ttl`` (how long a process trusts its cache) plus ``max_save_seconds`` (the
-longest a save may take from ``dumps_typed`` to its commit, lock waits included) of it, and
+longest from a save's S3 answer to its commit: the rest of its batch's uploads and lock
+waits included) of it, and
 ``purge_after`` is refused shorter than the sum, so its row is in the purge's scan; a save
 that asked after the quarantine uploaded the bytes itself. Ages are read on S3's clock (the
 ``Date`` of the listing), rounded towards keeping. ``grace_seconds`` only spares young blobs
@@ -111,7 +112,7 @@ class S3BlobStore:
 
     ``known_ttl`` seconds: after a put or an existence check, this process trusts that the
     object exists without asking S3 again, which keeps a repeated save off the network.
-    ``max_save_seconds``: the longest a save may take from ``dumps_typed`` to its commit.
+    ``max_save_seconds``: the longest from a save's S3 answer (or cache hit) to its commit.
     ``purge_after`` (at least, and by default, their sum): how long a collected blob stays
     in the trash before it may be deleted for good (see the module docstring).
     """
@@ -390,9 +391,11 @@ class S3BlobStore:
         for digest, keys in sorted(by_digest.items()):
             action = f"blob {digest[:12]}… was left in the trash"
             if digest in referenced and not self._head(digest, action):
-                # A row committed after the quarantine needs it: put the newest copy back.
-                if not dry_run and not self._copy(keys[-1], self.key(digest), action):
-                    continue  # gone meanwhile (another collector); nothing else to do here
+                # A row committed after the quarantine needs it: put a copy back (the newest
+                # first; one may be gone meanwhile, taken by an overlapping collector).
+                if not dry_run and not any(self._copy(k, self.key(digest), action)
+                                           for k in reversed(keys)):
+                    continue
                 result.restored.append(self.key(digest))
             if not dry_run:
                 self._delete(keys, action)
