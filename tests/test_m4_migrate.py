@@ -46,6 +46,8 @@ def test_4_3_witness(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatc
     assert w["mismatches"].value == 0
     assert w["throughput"].value >= 100
     assert w["public_api_throughput"].value > 0
+    assert w["throughput_decoding_objects"].value > 0
+    assert w["bytes_vs_objects_speedup"].value >= 1.5  # interleaved rounds, a ratio
     assert w["batched_speedup"].value >= 1.5  # side by side, same threads, same server
     assert w["public_api_vs_batched_mismatches"].value == 0
     assert w["public_api_rows_identical"].value is True
@@ -97,7 +99,7 @@ def test_batched_and_public_api_paths_are_identical(source: Path, pg_url: str,
             open_sqlite_saver(tmp_path / "fast.sqlite") as back_fast, \
             open_sqlite_saver(tmp_path / "slow.sqlite") as back_slow:
         a, b = migrate(src, fast), migrate(src, slow, batched=False)
-        assert (a.path, b.path) == ("batched (PostgreSQL)", "public API")
+        assert (a.path, b.path) == ("batched (PostgreSQL), stored bytes", "public API")
         assert (a.checkpoints, a.writes, a.blobs) == (b.checkpoints, b.writes, b.blobs)
         va, vb = verify(src, fast).to_dict(), verify(src, slow).to_dict()
         va.pop("seconds"), vb.pop("seconds")
@@ -106,7 +108,7 @@ def test_batched_and_public_api_paths_are_identical(source: Path, pg_url: str,
         assert row_digests(fast) == row_digests(slow)  # byte for byte what put() writes
         # and the rollback direction, into SQLite
         c, d = migrate(fast, back_fast), migrate(fast, back_slow, batched=False)
-        assert (c.path, d.path) == ("batched (SQLite)", "public API")
+        assert (c.path, d.path) == ("batched (SQLite), stored bytes", "public API")
         assert verify(src, back_fast).ok and verify(src, back_slow).ok
         assert verify(back_fast, back_slow).ok and verify(back_slow, back_fast).ok
         # Not byte-equal: the public API re-serializes the dict PostgreSQL loaded (JSONB's key

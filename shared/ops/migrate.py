@@ -76,6 +76,7 @@ from shared.ops.threads import (
     READ_CHUNK,
     Progress,
     ThreadCopy,
+    as_rows,
     count_rows,
     has_tables,
     iter_thread_ids,
@@ -130,7 +131,7 @@ class _ApiSink:
 
     kind = "public API"
     background = False  # commit in the caller's thread: a foreign saver may expect that
-    raw = False  # reads the source's objects (its own serializer)
+    rows = False  # takes CheckpointTuples (objects), not stored rows
 
     def __init__(self, saver: BaseCheckpointSaver) -> None:
         self.saver = saver
@@ -243,7 +244,7 @@ class _PostgresSink(_ApiSink):
 
     kind = "batched (PostgreSQL)"
     background = True  # the next batch is read and built while this one is written
-    raw = True
+    rows = True
     saver: PostgresSaver
 
     def __init__(self, saver: BaseCheckpointSaver) -> None:
@@ -297,7 +298,7 @@ class _SqliteSink(_ApiSink):
     """``SqliteSaver``: the rows ``put``/``put_writes`` would write, one transaction a batch."""
 
     kind = "batched (SQLite)"
-    raw = True
+    rows = True
     saver: SqliteSaver
     _COLUMNS = ("(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, "
                 "type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -333,21 +334,28 @@ class _SqliteSink(_ApiSink):
                 raise
 
 
-def _sink(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, batched: bool) -> _ApiSink:
-    if batched and is_sql(src):
-        if _is_plain(dst, PostgresSaver, "put", "put_writes") and dst.pipe is None:
-            return _PostgresSink(dst)
-        if _is_plain(dst, SqliteSaver, "put", "put_writes"):
-            return _SqliteSink(dst)
+def _sink(dst: BaseCheckpointSaver, batched: bool) -> _ApiSink:
+    if batched and _is_plain(dst, PostgresSaver, "put", "put_writes") and dst.pipe is None:
+        return _PostgresSink(dst)
+    if batched and _is_plain(dst, SqliteSaver, "put", "put_writes"):
+        return _SqliteSink(dst)
     return _ApiSink(dst)
 
 
-def _read(sink: _ApiSink, src: BaseCheckpointSaver, ids: list[str]
+def _reads_bytes(src: BaseCheckpointSaver, sink: _ApiSink, objects: bool) -> bool:
+    return sink.rows and is_sql(src) and not objects
+
+
+def _read(sink: _ApiSink, src: BaseCheckpointSaver, ids: list[str], objects: bool
           ) -> Iterable[RawThread | ThreadCopy]:
+    """What the sink takes: stored rows as they are, or the source's objects (re-serialized
+    for a row sink: a source that keeps no SQL rows, or ``objects=True``)."""
     for i in range(0, len(ids), READ_CHUNK):
         chunk = ids[i:i + READ_CHUNK]
-        if sink.raw:
+        if _reads_bytes(src, sink, objects):
             yield from read_raw(src, chunk).values()
+        elif sink.rows:
+            yield from (as_rows(c) for c in read_objects(src, chunk))
         else:
             yield from read_objects(src, chunk)
 
@@ -411,13 +419,13 @@ def refuse_unmovable(src: BaseCheckpointSaver, dst: BaseCheckpointSaver) -> None
 
 def preflight(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
               threads: list[str] | None = None, skip: set[str] | None = None,
-              batched: bool = True) -> set[str]:
+              batched: bool = True, objects: bool = False) -> set[str]:
     """Refuse (``MigrationConflict``, ``MigrationRefused``) before anything is written.
 
     Reads only. Returns the threads ``dst`` holds a part of, equal so far, to complete.
     """
-    sink, skip, incomplete = _sink(src, dst, batched), skip or set(), set()
-    if sink.raw:
+    sink, skip, incomplete = _sink(dst, batched), skip or set(), set()
+    if _reads_bytes(src, sink, objects):
         refuse_unmovable(src, dst)
     for page in pages(threads if threads is not None else iter_thread_ids(src)):
         existing = sink.keys([t for t in page if t not in skip])
@@ -538,22 +546,28 @@ class _Committer:
 def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
             progress_file: Path | None = None, batch: int = 1000,
             on_checkpoints: Progress | None = None, threads: list[str] | None = None,
-            batched: bool = True, on_commit: Callable[[MigrationReport], None] | None = None
-            ) -> MigrationReport:
+            batched: bool = True, objects: bool = False,
+            on_commit: Callable[[MigrationReport], None] | None = None) -> MigrationReport:
     """Copy every thread of ``src`` into ``dst``, ``batch`` checkpoints per transaction.
 
     Raises ``MigrationConflict`` / ``MigrationRefused`` before writing anything if ``dst``
     holds different data or cannot take the source's. ``batched=False`` forces the
-    public-API path (``put_writes`` + ``put``, objects) on any saver. ``on_commit`` sees the
+    public-API path (``put_writes`` + ``put``, objects) on any saver. ``objects=True`` reads
+    the source through ``list()`` (its serializer decodes every value, which is then
+    serialized again), as a source that keeps no SQL rows is read; it is how the migrator
+    worked before it moved bytes, kept to measure the difference. ``on_commit`` sees the
     report after each committed batch (what an interrupted run has kept).
     """
     if batch < 1:
         raise CheckpointError(f"batch must be at least 1 checkpoint, got {batch}.")
     started = time.perf_counter()
-    sink = _sink(src, dst, batched)
-    report = MigrationReport(path=sink.kind)
+    sink = _sink(dst, batched)
+    report = MigrationReport(path=sink.kind + ("" if not sink.rows else ", stored bytes"
+                                               if _reads_bytes(src, sink, objects)
+                                               else ", decoded objects"))
     done = _load_progress(progress_file)
-    incomplete = preflight(src, dst, threads=threads, skip=done, batched=batched)
+    incomplete = preflight(src, dst, threads=threads, skip=done, batched=batched,
+                           objects=objects)
     sink.prepare()
 
     def committed(b: _Batch) -> None:  # runs after each commit, in the committing thread
@@ -575,7 +589,7 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
             report.threads_skipped += sum(t in done for t in page)
             todo = [t for t in page if t not in done]
             existing = sink.keys(todo)
-            for copy in _read(sink, src, todo):
+            for copy in _read(sink, src, todo, objects):
                 if not _size(copy):
                     continue
                 keys = {(k[0], k[1]) for k in (copy.keys() if isinstance(copy, RawThread) else

@@ -153,8 +153,8 @@ def read_objects(saver: BaseCheckpointSaver, ids: Iterable[str]) -> Iterator[Thr
         yield ThreadCopy(t, history, paths[t])
 
 
-def _as_raw(copy: ThreadCopy) -> RawThread:
-    """The objects re-serialized into the stored-row form (only to compare them)."""
+def as_rows(copy: ThreadCopy) -> RawThread:
+    """The objects re-serialized into the stored-row form (to compare or to write them)."""
     serde = JsonPlusSerializer()
     out = RawThread(copy.thread_id)
     for t in copy.history:
@@ -165,7 +165,7 @@ def _as_raw(copy: ThreadCopy) -> RawThread:
         for task, ch, x in t.pending_writes or []:
             i = seen[task] = seen.get(task, -1) + 1
             writes.append(RawWrite(task, WRITES_IDX_MAP.get(ch, i), ch, *serde.dumps_typed(x),
-                                   ""))
+                                   copy.paths.get((ns, cid, task), "")))
         parent = t.parent_config["configurable"]["checkpoint_id"] if t.parent_config else None
         fields = {k: v for k, v in t.checkpoint.items() if k != "channel_values"}
         out.checkpoints.append(RawCheckpoint(ns, cid, parent, fields, values, dict(t.metadata),
@@ -181,9 +181,11 @@ def read_any(saver: BaseCheckpointSaver, ids: list[str], pair: Any = None
         if not has_tables(saver):
             return {t: RawThread(t) for t in ids}
         return read_raw(saver, ids)
-    return {c.thread_id: _as_raw(c) for c in read_objects(saver, ids)}
+    # Task paths only count when both sides are SQL rows: list() does not return them.
+    return {c.thread_id: as_rows(ThreadCopy(c.thread_id, c.history)) for c in
+            read_objects(saver, ids)}
 
 
-__all__ = ["PAGE", "READ_CHUNK", "Progress", "ThreadCopy", "count_rows", "existing_threads",
-           "has_tables", "iter_thread_ids", "pages", "read_any", "read_objects",
+__all__ = ["PAGE", "READ_CHUNK", "Progress", "ThreadCopy", "as_rows", "count_rows",
+           "existing_threads", "has_tables", "iter_thread_ids", "pages", "read_any", "read_objects",
            "sample_thread_ids", "thread_ids"]
