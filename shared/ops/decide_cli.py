@@ -129,8 +129,9 @@ def open_checkpoint_db(path: Path) -> sqlite3.Connection:
     (never creates the database) with ``PRAGMA query_only`` and an authorizer that drops
     journal-mode changes, correct in both modes and unable to change a row. Otherwise:
     ``mode=ro`` when a -shm already exists or the file is in rollback-journal mode;
-    ``immutable=1`` only when no -wal/-shm exists and nobody may write the file (no write
-    permission bits); a sentence saying what to do for an idle WAL file written by others.
+    ``immutable=1`` only when no -wal/-shm exists and nobody may write the file or its
+    directory (no write permission bits: a writer could not even create its journal); a
+    sentence saying what to do for an idle WAL file that others may write.
 
     The file is not opened with Python's ``open()`` while SQLite may hold it: closing any
     descriptor of the file drops every POSIX lock this process holds on it, the locks of the
@@ -146,8 +147,10 @@ def open_checkpoint_db(path: Path) -> sqlite3.Connection:
         query = "mode=rw"
     elif shm.exists():
         query = "mode=ro"
-    elif not wal.exists() and not resolved.stat().st_mode & 0o222:
-        query = "mode=ro&immutable=1"  # idle, and no one may write it: nothing can change
+    elif not wal.exists() and not (resolved.stat().st_mode & resolved.parent.stat().st_mode
+                                   & 0o222):
+        # Idle, and no one may write the file, or create a journal beside it: nothing changes.
+        query = "mode=ro&immutable=1"
     else:
         with resolved.open("rb") as f:
             header = f.read(100)

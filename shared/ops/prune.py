@@ -752,11 +752,16 @@ def _apply(conn: sqlite3.Connection, policy: RetentionPolicy, threads: tuple[str
         seconds=time.perf_counter() - started, after_prune=hook_result, plan=plan)
 
 
+def _failed_stage(progress: PruneProgress, hook: bool) -> tuple[str, str]:
+    """(the stage that failed, what did not run after it) for a PruneIncomplete."""
+    if progress.stage == COLLECTING:
+        return "S3 blob collection", ""
+    return "shrinking the file (VACUUM)", "S3 blob collection did not run" if hook else ""
+
+
 def _incomplete(progress: PruneProgress, hook: bool, reason: str) -> str:
     """One sentence: what is committed, which stage failed and why, how to finish."""
-    failed = ("S3 blob collection" if progress.stage == COLLECTING
-              else "shrinking the file (VACUUM)")
-    missing = progress.not_done_text(hook)
+    failed, missing = _failed_stage(progress, hook)
     return (f"Pruned partly: {progress.done_text()}; {failed} failed ({reason.rstrip('.')})"
             f"{'; ' + missing if missing else ''}: run the same prune again once that is "
             "fixed, which finishes the job and deletes nothing else that was not already due.")
@@ -1084,16 +1089,13 @@ def interrupted_message(args: argparse.Namespace, progress: PruneProgress) -> st
 
 def _incomplete_message(args: argparse.Namespace, exc: PruneIncomplete) -> str:
     progress, cause = exc.progress, exc.__cause__
-    if progress.stage == COLLECTING:
-        failed, once = "S3 blob collection", "S3 is reachable"
-    else:
-        failed, once = "shrinking the file (VACUUM)", "that is fixed"
-        code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
-        if code == sqlite3.SQLITE_FULL:
-            once = "the disk has free space (VACUUM needs about the file's size)"
-        elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            once = "no other process is reading or writing the file"
-    missing = progress.not_done_text(bool(args.gc_s3))
+    failed, missing = _failed_stage(progress, bool(args.gc_s3))
+    once = "S3 is reachable" if progress.stage == COLLECTING else "that is fixed"
+    code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        once = "the disk has free space (VACUUM needs about the file's size)"
+    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        once = "no other process is reading or writing the file"
     return (f"{args.db}: {progress.done_text()}; {failed} failed ({str(cause).rstrip('.')})"
             f"{'; ' + missing if missing else ''}: run `{_command(args)}` again once {once}, "
             "nothing else is needed.")
