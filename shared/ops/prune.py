@@ -511,7 +511,8 @@ class PruneProgress:
     stage: str = "not started"
     checkpoints_deleted: int = 0
     writes_deleted: int = 0
-    shrink: str | None = None  # how the file was shrunk, once it was
+    vacuumed: str | None = None  # how the free pages were given back, once they were
+    shrink: str | None = None  # the whole shrink (with the WAL truncation), once done
     on_stage: Callable[[PruneProgress], object] | None = field(default=None, repr=False)
 
     def enter(self, stage: str) -> None:
@@ -531,13 +532,16 @@ class PruneProgress:
                 f"{self.writes_deleted:,} writes deleted)")
         if self.shrink is not None:
             text += f" and the file was shrunk ({self.shrink})"
+        elif self.vacuumed is not None:
+            text += f" and {self.vacuumed} completed"
         return text
 
     def not_done_text(self, hook: bool) -> str:
         """What did not run, as a clause; empty when everything ran."""
         missing = []
         if self.shrink is None:
-            missing.append("the file was not shrunk")
+            missing.append("the file was not shrunk" if self.vacuumed is None
+                           else "the WAL was not folded into the file yet")
         if hook and self.stage != DONE:
             missing.append("S3 blob collection did not finish")
         return " and ".join(missing)
@@ -596,6 +600,8 @@ def _shrink(conn: sqlite3.Connection, progress: PruneProgress | None = None) -> 
     progress = progress or PruneProgress()
     mode = conn.execute("PRAGMA auto_vacuum").fetchone()[0]
     progress.enter(VACUUMING)
+    # Progress is recorded inside each block: a Ctrl-C that lands as the statement ends is
+    # raised on leaving the block, after the record says the statement completed.
     with _ctrl_c_stops_statements(conn):
         if mode == 2:
             conn.execute("PRAGMA incremental_vacuum").fetchall()
@@ -605,10 +611,12 @@ def _shrink(conn: sqlite3.Connection, progress: PruneProgress | None = None) -> 
         else:
             conn.execute("VACUUM")
             how = "VACUUM"
+        progress.vacuumed = how
     progress.enter(TRUNCATING)
     with _ctrl_c_stops_statements(conn):
         folded = _fold_wal(conn)
-    return f"{how} + {folded}" if folded else how
+        progress.shrink = f"{how} + {folded}" if folded else how
+    return progress.shrink
 
 
 def _wal_has_frames(conn: sqlite3.Connection) -> bool:
@@ -721,8 +729,8 @@ def _apply(conn: sqlite3.Connection, policy: RetentionPolicy, threads: tuple[str
             progress.enter(TRUNCATING)
             with _ctrl_c_stops_statements(conn):
                 folded = _fold_wal(conn)
-            how = "none (nothing freed)" + (f" + {folded}" if folded else "")
-            progress.shrink = how
+                how = progress.shrink = "none (nothing freed)" + (f" + {folded}" if folded
+                                                                 else "")
         else:
             how = "none (nothing freed)"
         progress.enter(SHRUNK)
@@ -1076,12 +1084,15 @@ _DURING = {COMMITTED: "after the commit", VACUUMING: "during VACUUM",
 def interrupted_message(args: argparse.Namespace, progress: PruneProgress) -> str:
     """What a Ctrl-C in the middle of a run leaves, and the command that finishes it."""
     during = _DURING.get(progress.stage, "before the run started")
+    if progress.stage == VACUUMING and progress.vacuumed:
+        during = "as VACUUM ended"
     if not progress.committed:
         return (f"ckpt: interrupted {during}: nothing was changed (the transaction was rolled "
                 f"back): run `{_command(args)}` again.")
     missing = progress.not_done_text(bool(args.gc_s3))
-    if not missing:
-        return f"ckpt: interrupted {during}: {progress.done_text()}; nothing is left to do."
+    if not missing:  # the stage in progress had just completed
+        return (f"ckpt: interrupted at the end of the run: {progress.done_text()}; nothing is "
+                "left to do.")
     return (f"ckpt: interrupted {during}: {progress.done_text()}; {missing}: run "
             f"`{_command(args)}` to finish (it shrinks the file even with nothing left to "
             "delete).")
@@ -1156,6 +1167,11 @@ def _run_once(args: argparse.Namespace, policy: RetentionPolicy,
             raise _refused(args.db, exc) from exc
     finally:
         conn.close()
+        wal = Path(f"{args.db.resolve()}-wal")
+        if progress.vacuumed and progress.shrink is None and (
+                not wal.exists() or not wal.stat().st_size):
+            # Interrupted after VACUUM: closing, the last connection folded the WAL in.
+            progress.shrink = f"{progress.vacuumed} + WAL folded in at close"
     if not args.dry_run:  # the sizes once the last connection is closed: what is on disk
         path = args.db.resolve()
         result.db_bytes_after = path.stat().st_size
