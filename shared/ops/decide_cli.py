@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -98,23 +99,82 @@ def decide_urls(urls: list[str], window_s: float, th: Thresholds,
 
 # --- a database file: read-only, its size and its checkpoint ids -------------------------------
 
+def _keep_journal_mode(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+    """Authorizer: drop ``PRAGMA journal_mode=...`` (a reader never converts the file).
+
+    ``SqliteSaver.setup()`` asks for WAL on its first use; on a read-only handle to a
+    rollback-journal file that request would fail (or, on a read-write one, convert the file).
+    SQLite skips a pragma its authorizer answers with IGNORE, without an error.
+    """
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "journal_mode" and arg2:
+        return sqlite3.SQLITE_IGNORE
+    return sqlite3.SQLITE_OK
+
+
 def open_checkpoint_db(path: Path) -> sqlite3.Connection:
-    """Open a SqliteSaver database read-only, creating nothing: no file, no -wal, no -shm."""
+    """Open a SqliteSaver database for reading, safe while another process writes it, and
+    leaving nothing behind: no file, no -wal, no -shm that were not there before.
+
+    Never ``immutable=1`` on a file someone may write: SQLite then takes no locks and trusts
+    its page cache, and a writer committing (or checkpointing the WAL) during the read gives
+    "database disk image is malformed" on a healthy file, or stale rows.
+
+    A reader of a WAL-mode file needs the -shm (the WAL index) to know which frames are
+    committed. A ``mode=ro`` connection creates -wal/-shm when they are missing and never
+    removes them; a read-write connection removes them when it is the last one to close (it
+    checkpoints and deletes both, like any SQLite client: a WAL left by a writer that has
+    gone is folded into the file, rows unchanged). On a rollback-journal file a reader
+    takes SQLite's shared lock (a commit waits for the read, the read for the commit) and
+    creates nothing. So, when this user may write the file and its directory: ``mode=rw``
+    (never creates the database) with ``PRAGMA query_only`` and an authorizer that drops
+    journal-mode changes, correct in both modes and unable to change a row. Otherwise:
+    ``mode=ro`` when a -shm already exists or the file is in rollback-journal mode;
+    ``immutable=1`` only when no -wal/-shm exists and nobody may write the file or its
+    directory (no write permission bits: a writer could not even create its journal); a
+    sentence saying what to do for an idle WAL file that others may write.
+
+    The file is not opened with Python's ``open()`` while SQLite may hold it: closing any
+    descriptor of the file drops every POSIX lock this process holds on it, the locks of the
+    process's other connections to it too. The header (byte 18: 1 = rollback journal,
+    2 = WAL) is read only on the read-only path, where this process holds no write lock.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist or is not a file: give a /metrics URL or "
                               "the path of a SQLite checkpoint database.")
-    with path.open("rb") as f:
-        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-            raise CheckpointError(f"{path} is not a SQLite database: give a /metrics URL or "
-                                  "the path of a SqliteSaver checkpoint file.")
-    # A read-only connection to a WAL database creates -wal and -shm and leaves them behind;
-    # with no -wal present nobody is writing, so the file can be read as immutable.
-    wal = Path(f"{path}-wal").exists()
-    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
+    resolved = path.resolve()
+    shm, wal = Path(f"{resolved}-shm"), Path(f"{resolved}-wal")
+    if os.access(resolved, os.W_OK) and os.access(resolved.parent, os.W_OK | os.X_OK):
+        query = "mode=rw"
+    elif shm.exists():
+        query = "mode=ro"
+    elif not wal.exists() and not (resolved.stat().st_mode & resolved.parent.stat().st_mode
+                                   & 0o222):
+        # Idle, and no one may write the file, or create a journal beside it: nothing changes.
+        query = "mode=ro&immutable=1"
+    else:
+        with resolved.open("rb") as f:
+            header = f.read(100)
+        if header.startswith(SQLITE_MAGIC) and len(header) > 18 and header[18] == 2:
+            raise CheckpointError(
+                f"{path} is a WAL-mode database that this user cannot write (nor its "
+                "directory), and reading it safely while it may be written needs a -shm file "
+                "beside it: run the command as the user that writes the file.")
+        query = "mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        conn = sqlite3.connect(f"{resolved.as_uri()}?{query}", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise CheckpointError(f"{path} could not be opened ({exc}): check its permissions."
+                              ) from exc
+    try:
+        conn.set_authorizer(_keep_journal_mode)
+        if query == "mode=rw":
+            conn.execute("PRAGMA query_only = ON")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
+        conn.close()
+        if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
+            raise CheckpointError(f"{path} is not a SQLite database: give a /metrics URL or "
+                                  "the path of a SqliteSaver checkpoint file.") from exc
         raise CheckpointError(f"{path} is not a readable SQLite database ({exc}).") from exc
     return require_checkpoint_tables(conn, path, tables)
 

@@ -50,7 +50,15 @@ The command (``ckpt prune``), and how to run it daily::
 Prune while the application runs if you must: the write lock is held while the plan is
 remade and the rows deleted, then VACUUM rewrites the whole file under its own lock. The
 application's writers wait up to their busy timeout (5 s for ``sqlite3.connect``) and then
-fail, so schedule it off-peak. A run interrupted (Ctrl-C, kill) rolls back; rerun it.
+fail, so schedule it off-peak.
+
+A run goes through stages, in this order: plan and delete in one transaction, commit,
+shrink the file (VACUUM and WAL truncation), then the ``after_prune`` hook (``--gc-s3``).
+Interrupted (Ctrl-C, kill) or failing before the commit, nothing changed. After the commit
+the deletions stay; the command says which stages completed and which did not, and the
+same command run again finishes the job: it shrinks the file whenever it has free pages
+or a WAL to fold in, even with nothing left to delete, then runs the hook. Ctrl-C stops a
+VACUUM at once (it rolls back; the file is as before the VACUUM) and exits 130.
 """  # noqa: E501 -- a crontab line cannot be wrapped
 
 from __future__ import annotations
@@ -58,14 +66,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import re
+import shlex
+import signal
 import sqlite3
+import stat
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -502,75 +516,205 @@ def file_bytes(conn: sqlite3.Connection) -> tuple[int, int]:
     return main, main + extra
 
 
-def _shrink(conn: sqlite3.Connection) -> str:
+# Stages of a run, in order; PruneProgress.stage holds the one in progress (or the last done).
+PLANNING = "planning"  # in the transaction: nothing committed yet
+DELETING = "deleting"  # in the transaction: nothing committed yet
+ROLLED_BACK = "rolled back"
+COMMITTED = "committed"
+VACUUMING = "vacuuming"
+TRUNCATING = "truncating the WAL"
+SHRUNK = "shrunk"
+COLLECTING = "collecting"  # the after_prune hook (--gc-s3)
+DONE = "done"
+
+
+@dataclass
+class PruneProgress:
+    """How far a run got, updated as it goes: after an interruption or a failure it says
+    truthfully what was committed and what did not run. ``on_stage(progress)`` is called
+    when a stage starts (the CLI prints a line)."""
+
+    stage: str = "not started"
+    checkpoints_deleted: int = 0
+    writes_deleted: int = 0
+    vacuumed: str | None = None  # how the free pages were given back, once they were
+    shrink: str | None = None  # the whole shrink (with the WAL truncation), once done
+    on_stage: Callable[[PruneProgress], object] | None = field(default=None, repr=False)
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        if self.on_stage is not None:
+            self.on_stage(self)
+
+    @property
+    def committed(self) -> bool:
+        return self.stage not in ("not started", PLANNING, DELETING, ROLLED_BACK)
+
+    def done_text(self) -> str:
+        """What is done, as a clause: 'the deletions were committed (...)' and more."""
+        if not self.committed:
+            return "nothing was changed (the transaction was rolled back)"
+        text = (f"the deletions were committed ({self.checkpoints_deleted:,} checkpoints and "
+                f"{self.writes_deleted:,} writes deleted)")
+        if self.shrink is not None:
+            text += f" and the file was shrunk ({self.shrink})"
+        elif self.vacuumed is not None:
+            text += f" and {self.vacuumed} completed"
+        return text
+
+    def not_done_text(self, hook: bool) -> str:
+        """What did not run, as a clause; empty when everything ran."""
+        missing = []
+        if self.shrink is None:
+            missing.append("the file was not shrunk" if self.vacuumed is None
+                           else "the WAL was not folded into the file yet")
+        if hook and self.stage != DONE:
+            missing.append("S3 blob collection did not finish")
+        return " and ".join(missing)
+
+
+class PruneIncomplete(CheckpointError):
+    """The deletions were committed but a later stage (shrink, hook) failed; the message
+    says what is done, what is not and how to finish. ``progress`` has the details."""
+
+    def __init__(self, message: str, progress: PruneProgress) -> None:
+        super().__init__(message)
+        self.progress = progress
+
+
+@contextmanager
+def _ctrl_c_stops_statements(conn: sqlite3.Connection) -> Iterator[None]:
+    """Let Ctrl-C stop a long statement (VACUUM) at once instead of after it.
+
+    Python runs signal handlers between bytecodes only, so a SIGINT arriving during VACUUM
+    would wait until the whole file is rewritten, and then report it as interrupted. Here
+    SIGINT only records itself and a progress handler, which SQLite calls during the
+    statement, asks SQLite to abort: VACUUM rolls back (the file stays as it was) and
+    KeyboardInterrupt is raised. Only in the main thread with Python's default SIGINT
+    handler (the ``ckpt`` command); elsewhere the statement runs to its end.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    hit: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: hit.append(1))
+    conn.set_progress_handler(lambda: bool(hit), 10_000)
+    try:
+        yield
+    except sqlite3.OperationalError:
+        if hit:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+        signal.signal(signal.SIGINT, previous)
+    if hit:
+        raise KeyboardInterrupt
+
+
+def _fold_wal(conn: sqlite3.Connection) -> str | None:
+    """Checkpoint the WAL into the file and truncate it (WAL mode only); says how."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        return None
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    return "WAL truncated" if not busy else "WAL busy: readers kept it"
+
+
+def _shrink(conn: sqlite3.Connection, progress: PruneProgress | None = None) -> str:
     """Give freed pages back to the file system; says how."""
+    progress = progress or PruneProgress()
     mode = conn.execute("PRAGMA auto_vacuum").fetchone()[0]
-    if mode == 2:
-        conn.execute("PRAGMA incremental_vacuum").fetchall()
-        how = "incremental_vacuum"
-    elif mode == 1:
-        how = "auto_vacuum=FULL (at commit)"
-    else:
-        conn.execute("VACUUM")
-        how = "VACUUM"
-    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        how += " + WAL truncated" if not busy else " (WAL busy: readers kept it)"
-    return how
+    progress.enter(VACUUMING)
+    # Progress is recorded inside each block: a Ctrl-C that lands as the statement ends is
+    # raised on leaving the block, after the record says the statement completed.
+    with _ctrl_c_stops_statements(conn):
+        if mode == 2:
+            conn.execute("PRAGMA incremental_vacuum").fetchall()
+            how = "incremental_vacuum"
+        elif mode == 1:
+            how = "auto_vacuum=FULL (at commit)"
+        else:
+            conn.execute("VACUUM")
+            how = "VACUUM"
+        progress.vacuumed = how
+    progress.enter(TRUNCATING)
+    with _ctrl_c_stops_statements(conn):
+        folded = _fold_wal(conn)
+        progress.shrink = f"{how} + {folded}" if folded else how
+    return progress.shrink
+
+
+def _wal_has_frames(conn: sqlite3.Connection) -> bool:
+    path = database_path(conn)
+    return path is not None and os.path.exists(f"{path}-wal") and os.path.getsize(
+        f"{path}-wal") > 0
 
 
 def apply_prune(target: sqlite3.Connection | SqliteSaver, plan: PrunePlan, *,
                 dry_run: bool = False, vacuum: bool = True,
-                after_prune: AfterPrune | None = None) -> PruneResult:
-    """Carry out ``plan`` in one transaction, then shrink the file.
+                after_prune: AfterPrune | None = None,
+                progress: PruneProgress | None = None) -> PruneResult:
+    """Carry out ``plan`` in one transaction, then shrink the file, then ``after_prune``.
 
     The plan is recomputed inside the write lock (same policy, clock and threads); if the
     database changed since it was made, the fresh plan is applied and ``replanned`` is True,
     so a checkpoint saved in between is never orphaned. ``dry_run`` changes nothing and
-    reports what would go. ``after_prune(conn, dry_run)`` runs after the commit, e.g. to
-    garbage-collect offloaded blobs that no row references any more; its return value is
-    kept in the result. A saver's lock is held throughout, so its other callers in this
-    process wait instead of interleaving (the hook must use ``conn``, not the saver).
+    reports what would go. ``after_prune(conn, dry_run)`` runs after the commit and the
+    shrink, e.g. to garbage-collect offloaded blobs that no row references any more; its
+    return value is kept in the result. A failure after the commit raises
+    ``PruneIncomplete`` saying what was committed and what did not run; ``progress`` (if
+    given) follows the stages, for a caller interrupted by Ctrl-C. A saver's lock is held
+    throughout, so its other callers in this process wait instead of interleaving (the hook
+    must use ``conn``, not the saver).
     """
     return _run(target, plan.policy, plan.thread_ids, plan.now, plan, dry_run, vacuum,
-                after_prune)
+                after_prune, progress)
 
 
 def prune_now(target: sqlite3.Connection | SqliteSaver, policy: RetentionPolicy,
               thread_ids: Sequence[str] | None = None, *, now: datetime | None = None,
               dry_run: bool = False, vacuum: bool = True,
-              after_prune: AfterPrune | None = None) -> PruneResult:
+              after_prune: AfterPrune | None = None,
+              progress: PruneProgress | None = None) -> PruneResult:
     """Plan and apply in one step: the plan is made inside the transaction."""
     return _run(target, policy, _checked_thread_ids(thread_ids),
-                _aware(now or datetime.now(UTC)), None, dry_run, vacuum, after_prune)
+                _aware(now or datetime.now(UTC)), None, dry_run, vacuum, after_prune, progress)
 
 
 def _run(target: sqlite3.Connection | SqliteSaver, policy: RetentionPolicy,
          threads: tuple[str, ...] | None, now: datetime, expected: PrunePlan | None,
-         dry_run: bool, vacuum: bool, after_prune: AfterPrune | None) -> PruneResult:
+         dry_run: bool, vacuum: bool, after_prune: AfterPrune | None,
+         progress: PruneProgress | None) -> PruneResult:
+    progress = progress if progress is not None else PruneProgress()
     if isinstance(target, SqliteSaver):
         target.setup()
         with target.lock:
             return _apply(target.conn, policy, threads, now, expected, target.serde, dry_run,
-                          vacuum, after_prune)
-    return _apply(target, policy, threads, now, expected, None, dry_run, vacuum, after_prune)
+                          vacuum, after_prune, progress)
+    return _apply(target, policy, threads, now, expected, None, dry_run, vacuum, after_prune,
+                  progress)
 
 
 def _apply(conn: sqlite3.Connection, policy: RetentionPolicy, threads: tuple[str, ...] | None,
            now: datetime, expected: PrunePlan | None, serde: SerializerProtocol | None,
-           dry_run: bool, vacuum: bool, after_prune: AfterPrune | None) -> PruneResult:
+           dry_run: bool, vacuum: bool, after_prune: AfterPrune | None,
+           progress: PruneProgress) -> PruneResult:
     started = time.perf_counter()
     db_before, bytes_before = file_bytes(conn)
     if conn.in_transaction:
         raise CheckpointError("The connection has an open transaction: commit or roll it back "
                               "before pruning, so the prune is not mixed into it.")
     if dry_run:
+        progress.enter(PLANNING)
         plan = plan_prune(conn, policy, threads, now=now, serde=serde)
         deleted, writes, orphans = len(plan.delete), plan.writes_to_delete, plan.orphan_writes
     else:
         conn.execute("BEGIN IMMEDIATE")  # the write lock first: nothing changes under the plan
         try:
+            progress.enter(PLANNING)
             plan = plan_prune(conn, policy, threads, now=now, serde=serde)
+            progress.enter(DELETING)
             writes = conn.executemany(
                 "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? "
                 "AND checkpoint_id = ?", plan.delete).rowcount
@@ -584,20 +728,51 @@ def _apply(conn: sqlite3.Connection, policy: RetentionPolicy, threads: tuple[str
             orphans = conn.execute(
                 f"DELETE FROM writes AS w WHERE {where} AND {_ORPHAN_WHERE}",  # noqa: S608
                 [*params, uuid6_at(now - ORPHAN_WRITES_GRACE)]).rowcount
+            progress.checkpoints_deleted, progress.writes_deleted = deleted, writes + orphans
             conn.commit()
         except BaseException:
-            conn.rollback()
+            # A Ctrl-C landing just after commit() returned finds no open transaction: the
+            # deletions are committed, and the progress must say so.
+            if conn.in_transaction:
+                conn.rollback()
+                progress.checkpoints_deleted = progress.writes_deleted = 0
+                progress.stage = ROLLED_BACK
+            else:
+                progress.stage = COMMITTED
             raise
-    hook_result = after_prune(conn, dry_run) if after_prune is not None else None
-    if dry_run:
-        how = "none (dry run)"
-    elif not vacuum:
-        how = "none (vacuum=False)"
-    elif deleted or writes or orphans or conn.execute("PRAGMA freelist_count").fetchone()[0]:
-        how = _shrink(conn)
-    else:
-        how = "none (nothing freed)"
-    db_after, bytes_after = file_bytes(conn)
+        progress.enter(COMMITTED)
+    hook = after_prune is not None
+    try:
+        if dry_run:
+            how = "none (dry run)"
+        elif not vacuum:
+            how = "none (vacuum=False)"
+        elif deleted or writes or orphans or conn.execute("PRAGMA freelist_count").fetchone()[0]:
+            how = progress.shrink = _shrink(conn, progress)  # free pages (a rerun's too)
+        elif _wal_has_frames(conn):
+            # Nothing to free, but the WAL may hold a VACUUM committed by a run killed before
+            # its WAL truncation: fold it in now, so the sizes reported are the real ones.
+            progress.enter(TRUNCATING)
+            with _ctrl_c_stops_statements(conn):
+                folded = _fold_wal(conn)
+                how = progress.shrink = "none (nothing freed)" + (f" + {folded}" if folded
+                                                                 else "")
+        else:
+            how = "none (nothing freed)"
+        progress.enter(SHRUNK)
+        if hook:
+            progress.enter(COLLECTING)
+        hook_result = after_prune(conn, dry_run) if after_prune is not None else None
+    except CheckpointError as exc:
+        if dry_run:
+            raise
+        raise PruneIncomplete(_incomplete(progress, hook, str(exc)), progress) from exc
+    except sqlite3.Error as exc:
+        if dry_run:
+            raise
+        raise PruneIncomplete(_incomplete(progress, hook, f"SQLite: {exc}"), progress) from exc
+    progress.enter(DONE)
+    db_after, bytes_after = file_bytes(conn)  # after the VACUUM and the WAL truncation
     replanned = expected is not None and (plan.delete != expected.delete
                                           or plan.cut_parents != expected.cut_parents)
     return PruneResult(
@@ -609,6 +784,21 @@ def _apply(conn: sqlite3.Connection, policy: RetentionPolicy, threads: tuple[str
         file_bytes_before=bytes_before, file_bytes_after=bytes_after,
         db_bytes_before=db_before, db_bytes_after=db_after, shrink=how, replanned=replanned,
         seconds=time.perf_counter() - started, after_prune=hook_result, plan=plan)
+
+
+def _failed_stage(progress: PruneProgress, hook: bool) -> tuple[str, str]:
+    """(the stage that failed, what did not run after it) for a PruneIncomplete."""
+    if progress.stage == COLLECTING:
+        return "S3 blob collection", ""
+    return "shrinking the file (VACUUM)", "S3 blob collection did not run" if hook else ""
+
+
+def _incomplete(progress: PruneProgress, hook: bool, reason: str) -> str:
+    """One sentence: what is committed, which stage failed and why, how to finish."""
+    failed, missing = _failed_stage(progress, hook)
+    return (f"Pruned partly: {progress.done_text()}; {failed} failed ({reason.rstrip('.')})"
+            f"{'; ' + missing if missing else ''}: run the same prune again once that is "
+            "fixed, which finishes the job and deletes nothing else that was not already due.")
 
 
 # --- audit: what a reader checks afterwards, without the planner -----------------------------
@@ -790,13 +980,39 @@ def parse_keep_last(text: str) -> int:
     return int(text)
 
 
-def open_checkpoint_db(path: Path) -> sqlite3.Connection:
-    """Open an existing SqliteSaver file for writing; never creates a file."""
+def open_checkpoint_db(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open an existing SqliteSaver file for pruning (``read_only``: for a dry run, with the
+    read-only opener of inspect); never creates a file.
+
+    Before SQLite opens it for writing, this user must be allowed to write the file and its
+    directory (SQLite creates the -journal, or -wal and -shm, beside it): otherwise SQLite
+    would open it read-only, leave -wal/-shm behind, and fail later with a misleading error.
+    ``os.access`` also sees ``chattr +i`` and read-only mounts, even for root.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
                               "SQLite checkpoint database.")
+    if read_only:
+        from shared.ops.decide_cli import open_checkpoint_db as open_read_only
+
+        return open_read_only(path)
+    resolved = path.resolve()
+    if not os.access(resolved, os.W_OK):
+        st = resolved.stat()
+        raise CheckpointError(
+            f"{path} is not writable by this user (mode {stat.filemode(st.st_mode)}, owner uid "
+            f"{st.st_uid}), and pruning deletes rows and rewrites the file: run it as a user "
+            f"who may write the file, or make it writable (chmod u+w {shlex.quote(str(path))}); "
+            "nothing was changed, and --dry-run works on a read-only file.")
+    if not os.access(resolved.parent, os.W_OK | os.X_OK):
+        raise CheckpointError(
+            f"The directory {resolved.parent} is not writable by this user, and SQLite must "
+            f"create its journal (-wal, -shm or -journal) beside {path.name} to prune it: run "
+            "it as a user who may write the directory, or make it writable (chmod u+w "
+            f"{shlex.quote(str(resolved.parent))}); nothing was changed, and --dry-run works "
+            "on a read-only file.")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30,
+        conn = sqlite3.connect(f"{resolved.as_uri()}?mode=rw", uri=True, timeout=30,
                                check_same_thread=False)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
@@ -867,8 +1083,96 @@ def _print_result(console: Console, db: Path, result: PruneResult) -> None:
     console.print(table)
 
 
-def _run_once(args: argparse.Namespace, policy: RetentionPolicy) -> PruneResult:
-    conn = open_checkpoint_db(args.db)
+def _command(args: argparse.Namespace) -> str:
+    """The command to run again to finish an interrupted or failed run (no --every)."""
+    parts = ["ckpt", "prune", str(args.db)]
+    if args.older_than:
+        parts += ["--older-than", args.older_than]
+    if args.keep_last is not None:
+        parts += ["--keep-last", args.keep_last]
+    for thread in args.threads or []:
+        parts += ["--thread", thread]
+    if args.gc_s3:
+        parts.append("--gc-s3")
+        if args.gc_grace != "1h":
+            parts += ["--gc-grace", args.gc_grace]
+    return shlex.join(parts)
+
+
+_DURING = {COMMITTED: "after the commit", VACUUMING: "during VACUUM",
+           TRUNCATING: "while truncating the WAL", SHRUNK: "after shrinking the file",
+           COLLECTING: "during S3 blob collection", PLANNING: "while planning",
+           DELETING: "while deleting", ROLLED_BACK: "while deleting"}
+
+
+def interrupted_message(args: argparse.Namespace, progress: PruneProgress) -> str:
+    """What a Ctrl-C in the middle of a run leaves, and the command that finishes it."""
+    during = _DURING.get(progress.stage, "before the run started")
+    if progress.stage == VACUUMING and progress.vacuumed:
+        during = "as VACUUM ended"
+    if not progress.committed:
+        return (f"ckpt: interrupted {during}: nothing was changed (the transaction was rolled "
+                f"back): run `{_command(args)}` again.")
+    missing = progress.not_done_text(bool(args.gc_s3))
+    if not missing:  # the stage in progress had just completed
+        return (f"ckpt: interrupted at the end of the run: {progress.done_text()}; nothing is "
+                "left to do.")
+    return (f"ckpt: interrupted {during}: {progress.done_text()}; {missing}: run "
+            f"`{_command(args)}` to finish (it shrinks the file even with nothing left to "
+            "delete).")
+
+
+def _incomplete_message(args: argparse.Namespace, exc: PruneIncomplete) -> str:
+    progress, cause = exc.progress, exc.__cause__
+    failed, missing = _failed_stage(progress, bool(args.gc_s3))
+    once = "S3 is reachable" if progress.stage == COLLECTING else "that is fixed"
+    code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        once = "the disk has free space (VACUUM needs about the file's size)"
+    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        once = "no other process is reading or writing the file"
+    return (f"{args.db}: {progress.done_text()}; {failed} failed ({str(cause).rstrip('.')})"
+            f"{'; ' + missing if missing else ''}: run `{_command(args)}` again once {once}, "
+            "nothing else is needed.")
+
+
+def _refused(db: Path, exc: sqlite3.DatabaseError) -> CheckpointError:
+    """A SQLite error before the commit (nothing changed), as one sentence."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_READONLY:
+        return CheckpointError(
+            f"SQLite cannot write {db} ({exc}): the file, its directory or the file system is "
+            "read-only for this process (permissions, chattr +i, a read-only mount): make it "
+            "writable, then run the prune again; nothing was changed.")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return CheckpointError(f"SQLite refused the prune of {db} ({exc}): another process "
+                               "holds the write lock; nothing was changed: try again later.")
+    return CheckpointError(f"SQLite refused the prune of {db} ({exc}); nothing was changed: "
+                           f"check the file with sqlite3 {shlex.quote(str(db))} "
+                           "'PRAGMA integrity_check'.")
+
+
+def _stage_printer(args: argparse.Namespace) -> Callable[[PruneProgress], None] | None:
+    """Stage lines on stderr for a person (not with --json or --dry-run): a long VACUUM
+    is then visibly the VACUUM, and a log shows how far a run got."""
+    if args.json or args.dry_run:
+        return None
+
+    def show(progress: PruneProgress) -> None:
+        line = {COMMITTED: f"committed: {progress.checkpoints_deleted:,} checkpoints and "
+                           f"{progress.writes_deleted:,} writes deleted",
+                VACUUMING: "VACUUM: rewriting the file to give the freed space back (Ctrl-C "
+                           "stops it; the deletions stay)",
+                COLLECTING: "collecting unreferenced S3 blobs"}.get(progress.stage)
+        if line:
+            print(f"ckpt prune: {line}", file=sys.stderr, flush=True)
+    return show
+
+
+def _run_once(args: argparse.Namespace, policy: RetentionPolicy,
+              progress: PruneProgress) -> PruneResult:
+    gc = _s3_gc(args)  # S3 is checked before anything is deleted
+    conn = open_checkpoint_db(args.db, read_only=args.dry_run)
     try:
         if args.threads:
             where, params = _scope(args.threads)
@@ -879,13 +1183,25 @@ def _run_once(args: argparse.Namespace, policy: RetentionPolicy) -> PruneResult:
                 raise CheckpointError(f"Thread {missing[0]!r} has no checkpoints in {args.db}: "
                                       "run `ckpt inspect DB` to list the threads.")
         try:
-            return prune_now(conn, policy, args.threads, dry_run=args.dry_run,
-                             after_prune=_s3_gc(args))
-        except sqlite3.OperationalError as exc:
-            raise CheckpointError(f"SQLite refused the prune of {args.db} ({exc}): another "
-                                  "process may hold the write lock; try again later.") from exc
+            result = prune_now(conn, policy, args.threads, dry_run=args.dry_run,
+                               after_prune=gc, progress=progress)
+        except PruneIncomplete as exc:
+            raise CheckpointError(_incomplete_message(args, exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            raise _refused(args.db, exc) from exc
     finally:
         conn.close()
+        wal = Path(f"{args.db.resolve()}-wal")
+        if progress.vacuumed and progress.shrink is None and (
+                not wal.exists() or not wal.stat().st_size):
+            # Interrupted after VACUUM: closing, the last connection folded the WAL in.
+            progress.shrink = f"{progress.vacuumed} + WAL folded in at close"
+    if not args.dry_run:  # the sizes once the last connection is closed: what is on disk
+        path = args.db.resolve()
+        result.db_bytes_after = path.stat().st_size
+        result.file_bytes_after = result.db_bytes_after + sum(
+            p.stat().st_size for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())
+    return result
 
 
 def _s3_gc(args: argparse.Namespace) -> AfterPrune | None:
@@ -902,6 +1218,14 @@ def _s3_gc(args: argparse.Namespace) -> AfterPrune | None:
                               "clean: set them, or drop --gc-s3.")
     store = S3BlobStore.from_settings(settings)
     grace = parse_duration(args.gc_grace, "--gc-grace").total_seconds()
+    if not args.dry_run:  # S3 down at the start: refuse before deleting anything
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            store.client.head_bucket(Bucket=store.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise store._fail(exc, "nothing was pruned (drop --gc-s3 to prune without "
+                              "collecting blobs)", store.bucket) from None
 
     def collect(conn: sqlite3.Connection, dry_run: bool) -> list[str]:
         return collect_unreferenced_blobs(conn, store, dry_run=dry_run, grace_seconds=grace)
@@ -921,12 +1245,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise CheckpointError("--runs N needs --every and N of at least 1.")
     policy = RetentionPolicy(older, keep)
     console = Console()
-    runs, running = 0, False
+    runs, progress = 0, None
     try:
         while True:
-            running = True
-            result = _run_once(args, policy)
-            running, runs = False, runs + 1
+            progress = PruneProgress(on_stage=_stage_printer(args))
+            result = _run_once(args, policy, progress)
+            progress, runs = None, runs + 1
             if args.json:
                 print(json.dumps({"db": str(args.db), "run": runs, **result.to_dict()}),
                       flush=True)
@@ -938,9 +1262,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 console.print(f"next run in {format_duration(every)} (Ctrl-C stops)")
             time.sleep(every.total_seconds())
     except KeyboardInterrupt:
-        note = "; the run in progress was rolled back" if running else ""
-        print(f"ckpt prune: stopped by Ctrl-C after {runs} complete run(s){note}.",
-              file=sys.stderr)
+        if progress is None:  # asleep between runs (--every)
+            print(f"ckpt prune: stopped by Ctrl-C after {runs} complete run(s).",
+                  file=sys.stderr)
+        else:
+            print(interrupted_message(args, progress), file=sys.stderr)
         return 130
 
 
