@@ -201,12 +201,13 @@ def _clear_stale(pgdata: Path) -> None:
         return
     lines = text.splitlines()
     pid = int(lines[0]) if lines and lines[0].strip().isdigit() else 0
+    start = reaper.start_time(pid) if pid else None  # its identity: pids are reused
     if pid and _serves(pid, pgdata):
         if reaper.owner_alive(pgdata / OWNER_FILE, pid):
             raise CheckpointError(f"The PostgreSQL data directory {pgdata} is in use by a running "
                                   f"server (pid {pid}) of a live process: stop that process, or "
                                   "use another data directory.")
-        if not reaper.stop_orphan(pid, signal.SIGINT):
+        if not reaper.stop_orphan(pid, signal.SIGINT, start=start):
             raise CheckpointError(f"The orphaned PostgreSQL server (pid {pid}) on {pgdata} does "
                                   f"not stop: kill it (kill -9 {pid}), then start again.")
     # Its server is gone (or a zombie, or the pid was reused): the lock file, which a killed

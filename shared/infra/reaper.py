@@ -94,6 +94,7 @@ class Guarded:
     def __init__(self, process: subprocess.Popen[bytes], pid: int, lifeline: int,
                  name: str, grace: float) -> None:
         self.process, self.pid, self.name, self.grace = process, pid, name, grace
+        self.start = start_time(pid)  # the server's identity, with its pid
         self._lifeline: int | None = lifeline
         self._owner = os.getpid()
 
@@ -178,13 +179,17 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process; a zombie (dead, not yet reaped) is not."""
+def running(pid: int, start: int | None = None) -> bool:
+    """Whether ``pid`` is a live process; a zombie (dead, not yet reaped) is not.
+
+    With ``start`` (from ``start_time``), only that very process: pids are reused, and
+    quickly on a busy machine (pid_max is often 32768).
+    """
     if pid <= 0:
         return False
     fields = _stat(pid)
     if fields is not None:
-        return fields[0] not in ("Z", "X")
+        return fields[0] not in ("Z", "X") and start in (None, int(fields[19]))
     if Path("/proc/self/stat").exists():  # Linux, and no such process
         return False
     try:
@@ -207,10 +212,10 @@ def parent(pid: int) -> int | None:
     return int(fields[1]) if fields is not None else None
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until ``pid`` is no longer running; False if it still is after ``timeout``."""
+def wait_gone(pid: int, timeout: float, start: int | None = None) -> bool:
+    """Wait until ``pid`` (started at ``start``) no longer runs; False if it still does."""
     deadline = time.monotonic() + timeout
-    while running(pid):
+    while running(pid, start):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
@@ -255,21 +260,27 @@ def owner_alive(path: Path, server_pid: int) -> bool:
     record = _read_owner(path)
     if record is not None and record.get("server") == server_pid and \
             record.get("server_start") in (None, start_time(server_pid)):
-        owner = record.get("owner")
-        if not isinstance(owner, int) or not running(owner):
-            return False
-        return record.get("owner_start") in (None, start_time(owner))
+        owner, owner_start = record.get("owner"), record.get("owner_start")
+        return isinstance(owner, int) and running(owner, owner_start)
     return parent(server_pid) not in (0, 1)
 
 
-def stop_orphan(pid: int, stop_signal: int, timeout: float = 30) -> bool:
-    """Stop a server whose owner is gone: ``stop_signal``, then SIGKILL; True once it is gone."""
+def stop_orphan(pid: int, stop_signal: int, timeout: float = 30,
+                start: int | None = None) -> bool:
+    """Stop a server whose owner is gone: ``stop_signal``, then SIGKILL; True once it is gone.
+
+    ``start``: its ``start_time`` when it was recognised, so that another process that got
+    its pid meanwhile is never signalled.
+    """
+    start = start if start is not None else start_time(pid)
     for sig, wait in ((stop_signal, timeout), (signal.SIGKILL, 10)):
+        if not running(pid, start):
+            return True
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             return True
-        if wait_gone(pid, wait):
+        if wait_gone(pid, wait, start):
             return True
     return False
 
@@ -323,7 +334,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     for guard in guards:
         guard._release()
     for guard in guards:  # wait on the server pid, not the supervisor: no Popen lock here
-        wait_gone(guard.pid, guard.grace + 10)
+        wait_gone(guard.pid, guard.grace + 10, guard.start)
     previous = _previous
     if callable(previous):
         previous(signum, frame)
