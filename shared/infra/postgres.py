@@ -208,8 +208,9 @@ def _clear_stale(pgdata: Path) -> None:
                                   f"server (pid {pid}) of a live process: stop that process, or "
                                   "use another data directory.")
         if not reaper.stop_orphan(pid, signal.SIGINT, start=start):
-            raise CheckpointError(f"The orphaned PostgreSQL server (pid {pid}) on {pgdata} does "
-                                  f"not stop: kill it (kill -9 {pid}), then start again.")
+            raise CheckpointError(f"The orphaned PostgreSQL server (pid {pid}) on {pgdata} did "
+                                  f"not stop, even killed: wait until ps -p {pid} shows it gone, "
+                                  "then start again.")
     # Its server is gone (or a zombie, or the pid was reused): the lock file, which a killed
     # postmaster leaves behind, and its socket directory are stale.
     try:

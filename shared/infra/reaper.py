@@ -9,11 +9,13 @@ which starts the server and reads the read end of a pipe (its stdin) whose only 
 held by this process (the "lifeline"). When this process closes that end (``stop``) or dies in
 any way, SIGKILL included, the kernel closes it and the supervisor reads EOF at once: it sends
 the server ``stop_signal``, waits ``grace`` seconds, kills it if need be, reaps it, removes the
-``cleanup`` directories and exits with the server's status. No polling of pids, so no race with
-pid reuse. The supervisor runs as we do (so it can signal a server that runs as another user)
-and starts the server with ``PR_SET_PDEATHSIG`` (Linux), so a server also gets ``stop_signal``
-if its supervisor is killed. The supervisor lives in its own session: a Ctrl-C at the terminal
-reaches the owner only, whose ``with`` blocks stop the server in order.
+``cleanup`` directories and exits with the server's status. Only the server's parent
+signals it by pid, so a reused pid is never hit. The supervisor runs as we do (so it can
+signal a server that runs as another user) and starts the server with ``PR_SET_PDEATHSIG``
+(Linux), so a server also gets ``stop_signal`` if its supervisor is killed. The supervisor
+lives in its own session: a Ctrl-C at the terminal reaches the owner only, whose ``with``
+blocks stop the server in order. Anything that may be unsafe to print (a password) must not
+be in the command: it is on the supervisor's command line, which ``ps`` shows.
 
 SIGTERM: while a guarded server runs, a handler (installed from the main thread only, removed
 when the last server stops, never over an ignored SIGTERM) stops every server of this process
