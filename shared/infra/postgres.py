@@ -10,6 +10,16 @@ processes reach it over the network stack) and on a Unix socket, loopback only, 
 authentication. It is stopped (and reaped) when the ``with`` block ends. PostgreSQL
 refuses to run as root, so as root the server runs as the unprivileged ``nobody`` user and
 the data directory is handed to it.
+
+When the owner dies the server does not outlive it. The postmaster runs under a small
+supervisor (``shared/infra/reaper.py``) that holds a pipe whose only write end is ours: when
+our process ends in any way, SIGKILL included, the supervisor sees the pipe close and gives
+the server a fast shutdown at once, then removes its socket directory. On SIGTERM a handler
+first stops the server cleanly, then lets the signal take its usual course. At the next start
+on the same data directory, a server still running there is stopped if the process recorded
+as its owner (``ckpt-owner.json`` in the data directory) is gone, and the start is refused
+with a clear message if that owner is alive. A stale lock file and socket directory left by a
+killed server are removed.
 """
 
 from __future__ import annotations
@@ -33,8 +43,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from shared import ROOT
 from shared.errors import CheckpointError
+from shared.infra import reaper
 
 RUN_AS = "nobody"  # when we are root: postgres will not run as root
+OWNER_FILE = "ckpt-owner.json"  # in the data directory: which process owns its server
+SOCKET_PREFIX = "ckpt-pg-sock-"  # our per-start socket directories, under the temp dir
 
 
 def mask_url(url: str) -> str:
@@ -112,28 +125,27 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
                       "--encoding=UTF8", "--no-instructions", timeout=120)
-        # The postmaster is our own child (not daemonised by pg_ctl), so stop() reaps it.
+        _clear_stale(self.pgdata)
+        # Under a supervisor that stops it when we stop or die (SIGKILL included): see reaper.
         self._log = (self.pgdata / "server.log").open("ab")
-        self._process = subprocess.Popen(
+        self._guard = reaper.spawn(
             [str(bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1",
              "-p", str(self.port), "-k", str(self.socket_dir), "-c", "fsync=off",
              "-c", "full_page_writes=off", "-c", "max_connections=200"],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd="/", **self._drop())
+            name="PostgreSQL", stop_signal=signal.SIGINT,  # "fast" shutdown: roll back, exit
+            grace=30, drop=self._drop(), cleanup=(self.socket_dir,), stdout=self._log)
         try:
-            wait_until_ready(self.url, timeout=60, process=self._process)
+            reaper.write_owner(self.pgdata / OWNER_FILE, self._guard.pid)
+            wait_until_ready(self.url, timeout=60, process=self._guard.process)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        process = getattr(self, "_process", None)
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)  # "fast" shutdown: roll back, then exit
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.stop()
+            reaper.remove_owner(self.pgdata / OWNER_FILE, guard.pid)
         if getattr(self, "_log", None) is not None:
             self._log.close()
 
@@ -166,12 +178,58 @@ def _prepare(pgdata: Path) -> str | None:
     return RUN_AS
 
 
+def _serves(pid: int, pgdata: Path) -> bool:
+    """Whether ``pid`` is a running postmaster of ``pgdata`` (not a zombie, not a reused pid)."""
+    if not reaper.running(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:  # no /proc: trust the lock file, as PostgreSQL itself does
+        return not Path("/proc/self").exists()
+    return Path(args[0]).name == "postgres" and str(pgdata) in args
+
+
+def _clear_stale(pgdata: Path) -> None:
+    """Clear what a dead owner left in ``pgdata``: stop its orphaned server, drop stale files.
+
+    A server whose owner still runs (another live process, or this one) is never touched.
+    """
+    lock = pgdata / "postmaster.pid"
+    try:
+        text = lock.read_text()
+    except FileNotFoundError:
+        return
+    lines = text.splitlines()
+    pid = int(lines[0]) if lines and lines[0].strip().isdigit() else 0
+    start = reaper.start_time(pid) if pid else None  # its identity: pids are reused
+    if pid and _serves(pid, pgdata):
+        if reaper.owner_alive(pgdata / OWNER_FILE, pid):
+            raise CheckpointError(f"The PostgreSQL data directory {pgdata} is in use by a running "
+                                  f"server (pid {pid}) of a live process: stop that process, or "
+                                  "use another data directory.")
+        if not reaper.stop_orphan(pid, signal.SIGINT, start=start):
+            raise CheckpointError(f"The orphaned PostgreSQL server (pid {pid}) on {pgdata} did "
+                                  f"not stop, even killed: wait until ps -p {pid} shows it gone, "
+                                  "then start again.")
+    # Its server is gone (or a zombie, or the pid was reused): the lock file, which a killed
+    # postmaster leaves behind, and its socket directory are stale.
+    try:
+        if lock.read_text() == text:  # not a lock file a new server has written since
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+    socket_dir = Path(lines[4]) if len(lines) > 4 else None
+    if socket_dir is not None and socket_dir.name.startswith(SOCKET_PREFIX) \
+            and socket_dir.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
 @contextmanager
 def embedded_postgres(pgdata: Path | None = None) -> Iterator[EmbeddedPostgres]:
     """Start PostgreSQL on 127.0.0.1 with its data in ``pgdata``; stop it on exit."""
     pgdata = Path(pgdata or ROOT / ".data" / "pg").resolve()
     user = _prepare(pgdata)
-    socket_dir = Path(tempfile.mkdtemp(prefix="ckpt-pg-sock-"))
+    socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX))
     socket_dir.chmod(0o777)
     server = EmbeddedPostgres(pgdata, _free_port(), socket_dir, user)
     try:
