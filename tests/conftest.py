@@ -44,10 +44,19 @@ def no_leftover_processes():
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory):
     """One PostgreSQL for the whole run: DATABASE_URL, or the embedded server, stopped after."""
+    import shutil
+    import tempfile
+
     from shared.infra.postgres import postgres_server
 
-    with postgres_server(tmp_path_factory.mktemp("pg") / "data") as url:
-        yield url
+    # Not under pytest's base temp: another pytest session starting as root resets that to
+    # 0700, and the server (as ``nobody`` when we are root) could no longer reach its data.
+    home = Path(tempfile.mkdtemp(prefix="ckpt-test-pg-"))
+    try:
+        with postgres_server(home / "data") as url:
+            yield url
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
