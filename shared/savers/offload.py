@@ -8,7 +8,7 @@ included) before its INSERT, and once per value in ``put_writes`` before its INS
 calls ``loads_typed`` on every row it reads. ``OffloadingSerializer`` walks what it is given
 (dicts, lists, tuples; a bare ``bytes`` value too), swaps every ``bytes`` of at least
 ``threshold`` bytes for ``{"$blob": "s3://<bucket>/sha256/<hex>"}`` and hands the result to
-the inner serializer (``JsonPlusSerializer`` by default). Loading reverses it, refusing a
+the inner serializer (``graph_serde()``, LangGraph's with an allowlist, by default). Loading reverses it, refusing a
 reference to another bucket without fetching it, and refusing content whose SHA-256 is not
 the one the reference names. S3 failing on save raises before the saver writes a row.
 
@@ -61,10 +61,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from shared.errors import CheckpointError
 from shared.infra.s3 import S3Settings, check_bucket_name, mask_url, s3_client
+from shared.savers.serde import graph_serde
 
 DEFAULT_THRESHOLD = 256 * 1024
 BLOB_KEY = "$blob"
@@ -472,7 +472,7 @@ class OffloadingSerializer:
             raise CheckpointError(
                 f"Offload threshold {threshold!r} must be a positive whole number of bytes: "
                 f"use {DEFAULT_THRESHOLD} (256 KiB) unless you have measured a better one.")
-        self.inner: SerializerProtocol = inner or JsonPlusSerializer()
+        self.inner: SerializerProtocol = inner or graph_serde()
         self.store = store
         self.threshold = threshold
 
