@@ -8,9 +8,10 @@ included) before its INSERT, and once per value in ``put_writes`` before its INS
 calls ``loads_typed`` on every row it reads. ``OffloadingSerializer`` walks what it is given
 (dicts, lists, tuples; a bare ``bytes`` value too), swaps every ``bytes`` of at least
 ``threshold`` bytes for ``{"$blob": "s3://<bucket>/sha256/<hex>"}`` and hands the result to
-the inner serializer (``graph_serde()``, LangGraph's with an allowlist, by default). Loading reverses it, refusing a
-reference to another bucket without fetching it, and refusing content whose SHA-256 is not
-the one the reference names. S3 failing on save raises before the saver writes a row.
+the inner serializer (by default ``graph_serde()``: LangGraph's, with an allowlist). Loading
+reverses it, refusing a reference to another bucket without fetching it, and refusing
+content whose SHA-256 is not the one the reference names. S3 failing on save raises before
+the saver writes a row.
 
 Not walked: set members (a reference dict is not hashable) and the insides of objects
 (pydantic models, dataclasses, ``Send``): their bytes stay inline.
