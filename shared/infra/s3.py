@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from shared.errors import CheckpointError
+from shared.infra.urls import mask_url  # the one implementation
 
 DEFAULT_BUCKET = "ckpt-blobs"
 DEFAULT_REGION = "us-east-1"
@@ -31,19 +32,6 @@ _MOTO_KEY_ID = "moto-local"
 _MOTO_SECRET = "moto-local-secret"  # noqa: S105
 # S3 bucket naming rules (lowercase letters, digits, dots, hyphens; 3-63 characters).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def check_bucket_name(bucket: str) -> str:
