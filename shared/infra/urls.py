@@ -77,7 +77,8 @@ def secret_pieces(secrets: Iterable[str]) -> list[str]:
     """The secrets and their pieces between special characters (>= 3 chars), longest first."""
     pieces: set[str] = set()
     for secret in secrets:
-        pieces.add(secret)
+        if len(secret) >= MIN_PIECE:  # a 1-2 character password cannot be told from text
+            pieces.add(secret)
         for splitter in (_URL_SPECIAL, _PIECE_SPLIT):
             pieces.update(p for p in splitter.split(secret) if len(p) >= MIN_PIECE)
     return sorted(pieces, key=len, reverse=True)
