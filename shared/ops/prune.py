@@ -769,8 +769,8 @@ MAX_KEEP_LAST = 1_000_000_000
 
 def parse_keep_last(text: str) -> int:
     if not re.fullmatch(r"\s*\d+\s*", text) or not 1 <= int(text) <= MAX_KEEP_LAST:
-        raise CheckpointError(f"--keep-last {text!r} must be a whole number from 1 to "
-                              f"{MAX_KEEP_LAST:,}, such as 20.")
+        raise CheckpointError(f"--keep-last {text!r} must be a whole number of at least 1 "
+                              f"(at most {MAX_KEEP_LAST:,}), such as 20.")
     return int(text)
 
 
