@@ -192,7 +192,8 @@ def _open_pair(stack: ExitStack, src: str, dst: str, dst_role: Role
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("checkpoints"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+                    # Not a terminal (a pipe, a log, cron): no bar, and no stray blank line.
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 @contextmanager
@@ -203,6 +204,12 @@ def database_errors(what: str, *urls: str, after: str) -> Iterator[None]:
 
     try:
         yield
+    except NotImplementedError as exc:  # the serializer met a type it refuses (pickle)
+        if "serialization type" not in str(exc):
+            raise
+        raise CheckpointError(f"A stored value could not be decoded during {what} ({exc}): "
+                              "pickle rows are refused, since loading one can run code; "
+                              f"re-save or delete those checkpoints; {after}.") from None
     except (psycopg.Error, sqlite3.DatabaseError) as exc:
         reason = redact(" ".join(str(exc).split()) or type(exc).__name__, *urls)
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
