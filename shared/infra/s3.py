@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import CheckpointError
-from shared.infra.urls import mask_url  # the one implementation
+from shared.infra.urls import mask_url, redact  # the one implementation
 
 DEFAULT_BUCKET = "ckpt-blobs"
 DEFAULT_REGION = "us-east-1"
@@ -73,8 +73,9 @@ def _check_endpoint(url: str) -> str:
         _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
     except ValueError as exc:
         raise CheckpointError(
-            f"S3_ENDPOINT_URL={shown!r} is malformed ({exc}): set it to an http(s) URL such "
-            "as http://127.0.0.1:9000, or unset it to use the embedded S3 server.") from None
+            f"S3_ENDPOINT_URL={shown!r} is malformed ({redact(str(exc), url)}): set it to an "
+            "http(s) URL such as http://127.0.0.1:9000, or unset it to use the embedded S3 "
+            "server.") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise CheckpointError(
             f"S3_ENDPOINT_URL={shown!r} is not an http(s) URL with a host: set it to one such as "
