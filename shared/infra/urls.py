@@ -106,8 +106,6 @@ def redact(text: str, *urls: str | None, secrets: Iterable[str] = ()) -> str:
 
 def _mask_glued(m: re.Match[str]) -> str:
     token = m[0]
-    if "://" in token:  # a URL: keep its scheme and user, mask the rest up to the @
-        scheme, _, rest = token.partition("://")
-        user = rest.partition(":")[0]
-        return f"{scheme}://{user}:{MASK}@" if ":" in rest else token
+    if "://" in token:  # a URL: masked whole above, or an example such as USER:PASSWORD@
+        return token
     return token if token.endswith(f":{MASK}@") or token == f"{MASK}@" else f"{MASK}@"
