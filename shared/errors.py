@@ -27,7 +27,14 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr (exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {' '.join(message.split())}: see {self.prog} --help.\n")
+        import re
+
+        from shared.infra.urls import mask_url
+
+        # argparse echoes bad values ("invalid choice: 'postgresql://u:pw@h/db'"): mask URLs.
+        message = re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s']+|password=[^\s']+",
+                         lambda m: mask_url(m[0]), " ".join(message.split()))
+        self.exit(2, f"{self.prog}: {message}: see {self.prog} --help.\n")
 
 
 # What a Ctrl-C leaves behind, said by the command once it knows (see ``on_interrupt``).

@@ -344,3 +344,13 @@ def test_sqlite_error_leaves_no_password_in_run_command(tmp_path: Path,
     assert run_command(boom, SimpleNamespace(dst=url)) == 2
     err = capsys.readouterr().err
     assert err.startswith("ckpt: SQLite failed") and not leaks(err, RAW), err
+
+
+def test_usage_errors_mask_an_echoed_url() -> None:
+    """argparse repeats a bad value; a URL there is masked like everywhere else."""
+    for argv in (["postgresql://u:Echo-Pw7@h/db"], ["inspect", "x", "--largest",
+                                                     "http://a:Echo-Pw7@h/metrics"],
+                 ["inspect", "x", "--largest", "password=Echo-Pw7"]):
+        out = _run(argv, ROOT)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert not leaks(out.stderr, "Echo-Pw7") and "***" in out.stderr, out.stderr
