@@ -18,16 +18,38 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shared.errors import CheckpointError, run_command
-from shared.ops.decide_cli import add_decide_command, open_checkpoint_db
+from shared.errors import (
+    NOTHING_CHANGED,
+    CheckpointError,
+    OneLineArgumentParser,
+    on_interrupt,
+    run_command,
+)
+from shared.ops.decide_cli import SQLITE_MAGIC, add_decide_command, open_checkpoint_db
 from shared.ops.migrate_cli import add_migrate_commands
 from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
+MAX_LARGEST = 1_000_000
+
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open a LangGraph SQLite checkpoint file read-only; creates nothing (not even -wal)."""
+    # Checked here first so that the messages speak of what inspect accepts (a file only).
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
+                              "SQLite checkpoint database.")
+    with path.open("rb") as f:
+        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise CheckpointError(f"{path} is not a SQLite database: give the path of a "
+                                  "SqliteSaver checkpoint file.")
     return open_checkpoint_db(path)
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> CheckpointError:
+    """A database whose pages cannot be read: one sentence, nothing written."""
+    return CheckpointError(f"SQLite could not read {path} ({exc}): the file is damaged; restore "
+                           "it from a backup (sqlite3 DB .recover saves what is left).")
 
 
 def inspect_threads(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -68,22 +90,28 @@ def _print_table(console: Console, title: str, rows: list[dict[str, Any]]) -> No
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    on_interrupt(NOTHING_CHANGED)
+    if not 0 <= args.largest <= MAX_LARGEST:
+        raise CheckpointError(f"--largest {args.largest} must be a whole number from 0 to "
+                              f"{MAX_LARGEST:,}, such as 5.")
     conn = open_readonly(args.db)
     try:
-        if args.thread:
+        if args.thread is not None:  # '' is a thread id too
             report: dict[str, Any] = {"thread": args.thread,
                                       "history": inspect_history(conn, args.thread)}
         else:
             report = {"file_bytes": file_bytes(args.db), "tables": table_bytes(conn),
                       "threads": inspect_threads(conn),
                       "largest_checkpoints": largest_checkpoints(conn, args.largest)}
+    except sqlite3.DatabaseError as exc:
+        raise damaged(args.db, exc) from None
     finally:
         conn.close()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     console = Console()
-    if args.thread:
+    if args.thread is not None:
         _print_table(console, f"thread {args.thread!r}, newest first", report["history"])
         return 0
     tables = [{"table": t, **v} for t, v in report["tables"].items()]
@@ -95,7 +123,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ckpt", description="Inspect and operate LangGraph "
+    parser = OneLineArgumentParser(prog="ckpt", description="Inspect and operate LangGraph "
                                      "checkpoint databases.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inspect", help="list threads, or one thread's checkpoint history",

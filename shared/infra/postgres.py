@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -44,23 +43,11 @@ from urllib.parse import urlsplit, urlunsplit
 from shared import ROOT
 from shared.errors import CheckpointError
 from shared.infra import reaper
+from shared.infra.urls import mask_url, redact  # mask_url: also importable from here
 
 RUN_AS = "nobody"  # when we are root: postgres will not run as root
 OWNER_FILE = "ckpt-owner.json"  # in the data directory: which process owns its server
 SOCKET_PREFIX = "ckpt-pg-sock-"  # our per-start socket directories, under the temp dir
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for every message and log."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # unparseable: hide everything between :// and @
-        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_url(url: str) -> str:
@@ -71,6 +58,10 @@ def check_url(url: str) -> str:
     except ValueError:
         raise CheckpointError(f"{mask_url(url)!r} is not a valid PostgreSQL URL (bad host or "
                               "port): write postgresql://USER:PASSWORD@HOST:5432/DBNAME.") from None
+    if parts.netloc.count("@") > 1:  # libpq splits at the first @, urllib at the last
+        raise CheckpointError(f"{mask_url(url)!r} has an @ in its user name or password: write "
+                              "it as %40 (and : as %3A, / as %2F) in postgresql://USER:PASSWORD@"
+                              "HOST:5432/DBNAME.")
     has_host = bool(parts.hostname) or "host=" in (parts.query or "")
     if parts.scheme not in ("postgres", "postgresql") or not has_host:
         raise CheckpointError(f"{mask_url(url)!r} is not a PostgreSQL URL: write "
@@ -259,10 +250,7 @@ def wait_until_ready(url: str, timeout: float = 10.0,
         except psycopg.OperationalError as exc:
             last = exc
             time.sleep(0.2)
-    reason = " ".join(str(last).split()) if last else "timeout"  # psycopg's is multi-line
-    password = urlsplit(url).password
-    if password:
-        reason = reason.replace(password, "***")
+    reason = redact(" ".join(str(last).split()), url) if last else "timeout"  # multi-line
     raise CheckpointError(f"Could not connect to PostgreSQL at {mask_url(url)} ({reason}): "
                           "check DATABASE_URL, the server and the network.")
 

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from shared.errors import CheckpointError
+from shared.infra.urls import mask_url, redact  # the one implementation
 
 DEFAULT_BUCKET = "ckpt-blobs"
 DEFAULT_REGION = "us-east-1"
@@ -31,19 +32,6 @@ _MOTO_KEY_ID = "moto-local"
 _MOTO_SECRET = "moto-local-secret"  # noqa: S105
 # S3 bucket naming rules (lowercase letters, digits, dots, hyphens; 3-63 characters).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def check_bucket_name(bucket: str) -> str:
@@ -85,8 +73,9 @@ def _check_endpoint(url: str) -> str:
         _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
     except ValueError as exc:
         raise CheckpointError(
-            f"S3_ENDPOINT_URL={shown!r} is malformed ({exc}): set it to an http(s) URL such "
-            "as http://127.0.0.1:9000, or unset it to use the embedded S3 server.") from None
+            f"S3_ENDPOINT_URL={shown!r} is malformed ({redact(str(exc), url)}): set it to an "
+            "http(s) URL such as http://127.0.0.1:9000, or unset it to use the embedded S3 "
+            "server.") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise CheckpointError(
             f"S3_ENDPOINT_URL={shown!r} is not an http(s) URL with a host: set it to one such as "

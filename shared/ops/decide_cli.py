@@ -22,6 +22,7 @@ import os
 import re
 import sqlite3
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +32,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shared.errors import CheckpointError, run_command
-from shared.infra.s3 import mask_url
+from shared.errors import (
+    NOTHING_CHANGED,
+    CheckpointError,
+    OneLineArgumentParser,
+    on_interrupt,
+    run_command,
+)
+from shared.infra.urls import mask_url
 from shared.ops.decide import (
     CONFIG,
     MIGRATE_NOW,
@@ -44,7 +51,7 @@ from shared.ops.decide import (
     decide,
     load_thresholds,
 )
-from shared.ops.metrics import Samples, scrape
+from shared.ops.metrics import Samples, metrics_request, scrape
 from shared.ops.prune import uuid6_at, uuid6_time
 from shared.ops.window import MetricsWindow, Source, WindowStats
 from shared.savers.sqlite import file_bytes, require_checkpoint_tables
@@ -54,17 +61,47 @@ NO_ERRORS_IN_FILE = ("a database file keeps no record of failed writes: run ckpt
                      "against the service's /metrics URL to judge lock errors")
 VERDICT_STYLE = {MIGRATE_NOW: "bold white on red", MIGRATE_SOON: "bold black on yellow",
                  SUFFICIENT: "bold white on green", NO_DATA: "bold white on grey37"}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+MAX_WINDOW_S = 366 * 86_400  # a year of checkpoint ids; beyond, dates overflow
 
 
 def parse_window(text: str) -> float:
     """``"5s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or plain seconds -> seconds (positive)."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     seconds = float(m[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m[2] or "s"] if m else 0
     if not m or seconds <= 0:
         raise CheckpointError(f"--window {text!r} is not a positive duration: write it like "
                               "5s, 500ms, 2m or 1h.")
+    if seconds > MAX_WINDOW_S:
+        raise CheckpointError(f"--window {text!r} is longer than 366 days: give a window such "
+                              "as 5s, 2m or 1h.")
     return seconds
+
+
+def plain(text: str) -> str:
+    """A docstring for ``--help``: RST's ``literal`` markup dropped."""
+    return re.sub(r"``(.+?)``", r"\1", text)
+
+
+def check_log_file(path: Path) -> Path:
+    """Refuse a --log FILE that cannot be appended to: checked before the window is spent
+    watching, and without leaving anything behind."""
+    if path.is_dir():
+        raise CheckpointError(f"--log {path} is a directory: give a file name in it.")
+    if not path.parent.is_dir():
+        raise CheckpointError(f"The directory of --log {path} does not exist: create it or "
+                              "choose another file.")
+    try:
+        if path.exists():
+            with path.open("a"):  # opened, nothing written: content and mtime unchanged
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=path.parent):  # created and removed at once
+                pass
+    except OSError as exc:
+        raise CheckpointError(f"--log {path} cannot be written ({exc.strerror}): choose a file "
+                              "in a writable directory.") from None
+    return path
 
 
 # --- a /metrics URL: two scrapes, one window apart ---------------------------------------------
@@ -236,9 +273,7 @@ def _check_targets(targets: list[str]) -> str:
     if urls and len(urls) != len(targets):
         raise CheckpointError("Give either /metrics URLs or one database path, not both.")
     for u in urls:
-        if not u.startswith(("http://", "https://")):
-            raise CheckpointError(f"{mask_url(u)!r} is not an http(s) URL: give the address of "
-                                  "a /metrics endpoint, such as http://127.0.0.1:9464/metrics.")
+        metrics_request(u)  # an http(s) URL with a valid host and port, or one sentence
     if not urls and len(targets) != 1:
         raise CheckpointError("Give one database path (several /metrics URLs are summed, "
                               "several files are not).")
@@ -263,17 +298,25 @@ def print_decision(decision: Decision, console: Console) -> None:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     """Run ``ckpt decide`` from parsed arguments; bad input raises ``CheckpointError``."""
+    on_interrupt(NOTHING_CHANGED)
     kind = _check_targets(args.target)
     th = _thresholds(args)
-    window_s = parse_window(args.window) if args.window else th.window_s
-    if args.log is not None and not args.log.parent.is_dir():
-        raise CheckpointError(f"The directory of --log {args.log} does not exist: create it or "
-                              "choose another file.")
+    window_s = parse_window(args.window) if args.window is not None else th.window_s
+    if window_s > MAX_WINDOW_S:  # from the config file
+        raise CheckpointError(f"The decision window_s {window_s:g} in {args.config} is longer "
+                              "than 366 days: set it to seconds such as 300.")
+    if args.log is not None:
+        check_log_file(args.log)
     console = Console()
     if kind == "metrics":
         decision = decide_urls(args.target, window_s, th, None if args.json else console)
     else:
-        decision = decide_file(Path(args.target[0]), window_s, th)
+        path = Path(args.target[0])
+        try:
+            decision = decide_file(path, window_s, th)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"SQLite could not read {path} ({exc}): the file is damaged; "
+                                  "restore it from a backup.") from None
     if args.log is not None:
         with args.log.open("a") as f:
             f.write(decision.to_json() + "\n")
@@ -299,7 +342,7 @@ def add_decide_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``decide`` to the ``ckpt`` command's subparsers."""
     p = subparsers.add_parser(
         "decide", help="migrate to PostgreSQL or not, from live metrics or a database file",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=plain(__doc__.split("\n\n")[0]) if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="TARGET: one or more /metrics URLs (scraped twice, a window apart; summed), or "
                "one SQLite checkpoint file (read-only; the error rate cannot be seen in a file). "
@@ -322,7 +365,7 @@ def add_decide_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def decide_main(argv: list[str] | None = None) -> int:
     """``ckpt decide`` on its own: exit 0 with a decision, 2 with one sentence on bad input."""
-    parser = argparse.ArgumentParser(prog="ckpt")
+    parser = OneLineArgumentParser(prog="ckpt")
     add_decide_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["decide", *(sys.argv[1:] if argv is None else argv)])
     return run_command(args.func, args)

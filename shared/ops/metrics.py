@@ -23,6 +23,8 @@ Sizes are measured by serializing with the inner saver's own serde once more (fo
 
 from __future__ import annotations
 
+import base64
+import http.client
 import sqlite3
 import time
 import urllib.error
@@ -30,6 +32,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 from wsgiref.simple_server import WSGIServer
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
@@ -37,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.errors import CheckpointError
-from shared.infra.s3 import mask_url
+from shared.infra.urls import mask_url, redact
 from shared.savers.wrapper import WrappingSaver
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -230,28 +233,65 @@ def parse_metrics(text: str) -> Samples:
 METRICS_CONTENT_TYPES = ("text/plain", "application/openmetrics-text")
 
 
-def scrape(url: str, timeout: float = 5.0) -> Samples:
-    """GET a /metrics URL and parse it; one clear CheckpointError if it is unreachable or
-    does not answer with Prometheus metrics."""
+def metrics_request(url: str) -> urllib.request.Request:
+    """The GET for a /metrics URL: credentials in the URL (``http://user:pw@host/metrics``)
+    go into an HTTP Basic ``Authorization`` header, never into the request line.
+
+    The header is not forwarded on a redirect (to another host it would leak the password).
+    One clear CheckpointError (password masked) for anything that is not an http(s) URL
+    with a host and a valid port.
+    """
     shown = mask_url(url)
+    example = "such as http://127.0.0.1:9464/metrics or http://[::1]:9464/metrics"
     if not url.startswith(("http://", "https://")):
         raise CheckpointError(f"{shown!r} is not an http(s) URL: give the address of a /metrics "
-                              "endpoint, such as http://127.0.0.1:9464/metrics.")
+                              f"endpoint, {example}.")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 -- http(s) only
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise CheckpointError(f"{shown!r} is not a valid URL ({redact(str(exc), url)}): write "
+                              f"it {example}.") from None
+    if not parts.hostname or parts.netloc.count("@") > 1 or any(c in url for c in " \t\r\n"):
+        raise CheckpointError(f"{shown!r} is not a valid URL (no host, a space, or an @ in the "
+                              f"user or password, which must be written %40): write it {example}.")
+    host = parts.netloc.rpartition("@")[2]
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=host)))  # noqa: S310 -- http(s) only
+    if parts.username is not None or parts.password is not None:
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        request.add_unredirected_header(
+            "Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
+    return request
+
+
+def scrape(url: str, timeout: float = 5.0) -> Samples:
+    """GET a /metrics URL and parse it; one clear CheckpointError if it is unreachable or
+    does not answer with Prometheus metrics. ``user:password@`` in the URL is sent as HTTP
+    Basic authentication."""
+    shown = mask_url(url)
+    request = metrics_request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 -- http(s) only
             kind = response.headers.get_content_type()  # text/plain when the header is absent
             body = response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise CheckpointError(f"Could not scrape {shown} ({exc}): check that the service is "
-                              "running and serves /metrics there.") from exc
+    except urllib.error.HTTPError as exc:
+        fix = ("check the user and password in the URL" if exc.code in (401, 403) else
+               "check that the service serves /metrics there")
+        raise CheckpointError(f"Could not scrape {shown} (HTTP {exc.code} "
+                              f"{redact(str(exc.reason), url)}): {fix}.") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise CheckpointError(f"Could not scrape {shown} ({redact(str(reason), url)}): check that "
+                              "the service is running and serves /metrics there.") from None
     try:
         # An HTML page or a JSON API is a wrong path, even if a line of it happened to parse.
         if kind not in METRICS_CONTENT_TYPES:
             raise ValueError(f"content type {kind}")
         return parse_metrics(body.decode())
     except ValueError as exc:  # UnicodeDecodeError included
-        raise CheckpointError(f"{shown} did not return Prometheus metrics ({exc}): point at "
-                              "the /metrics path of the service.") from exc
+        raise CheckpointError(f"{shown} did not return Prometheus metrics "
+                              f"({redact(str(exc), url)}): point at the /metrics path of the "
+                              "service.") from None
 
 
 def value_of(samples: Samples, name: str, **labels: str) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -29,7 +30,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
@@ -47,8 +47,15 @@ from rich.progress import (
 from rich.table import Table
 
 from shared import ROOT
-from shared.errors import CheckpointError, run_command
-from shared.infra.postgres import check_url, mask_url
+from shared.errors import (
+    NOTHING_CHANGED,
+    CheckpointError,
+    OneLineArgumentParser,
+    on_interrupt,
+    run_command,
+)
+from shared.infra.postgres import check_url
+from shared.infra.urls import mask_url, redact
 from shared.ops.decide_cli import SQLITE_MAGIC, open_checkpoint_db
 from shared.ops.migrate import count_rows, migrate, verify
 from shared.savers.inert import UnreadableValue
@@ -58,6 +65,8 @@ Role = Literal["source", "destination", "copy to check"]
 # Defence in depth: the tools move bytes, but should anything load a row, only LangGraph's safe
 # types could be built from it.
 _STRICT = JsonPlusSerializer(allowed_msgpack_modules=None)
+MAX_BATCH = 1_000_000
+RESUME = "threads committed so far are kept; run the same command again to resume"
 
 
 @dataclass
@@ -70,7 +79,9 @@ class Endpoint:
 
 
 def _is_postgres(text: str) -> bool:
-    return urlsplit(text).scheme in ("postgres", "postgresql")
+    # Read off the text, not urlsplit: a malformed URL (a bad IPv6 bracket) must still be
+    # recognised as PostgreSQL's, so that check_url can say what is wrong with it.
+    return re.match(r"(?i)postgres(ql)?://", text) is not None
 
 
 def _sqlite_path(text: str, role: Role) -> Path:
@@ -89,13 +100,11 @@ def _postgres(url: str, role: Role) -> Iterator[Endpoint]:
     from psycopg.rows import dict_row
 
     check_url(url)
-    password = urlsplit(url).password
     try:
         conn = psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0,
                                           row_factory=dict_row, connect_timeout=5)
     except psycopg.Error as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = reason.replace(password, "***") if password else reason
+        reason = redact(" ".join(str(exc).split()) or type(exc).__name__, url)
         raise CheckpointError(f"Could not connect to the {role} {mask_url(url)} ({reason}): "
                               "check the URL, the server and the network.") from None
     with conn:
@@ -164,9 +173,12 @@ def open_endpoint(text: str, role: Role) -> Iterator[Endpoint]:
 
 
 def _open_pair(stack: ExitStack, src: str, dst: str, dst_role: Role
-               ) -> tuple[Endpoint, Endpoint]:
-    # The source is checked first: a bad source must not create a destination file.
+               ) -> tuple[Endpoint, Endpoint, dict[str, int] | None]:
+    """Both ends and the source's row counts (``count_rows``)."""
+    # The source is checked first, and read once (a damaged file, a role that may not
+    # SELECT): a bad source must not create a destination file.
     source = stack.enter_context(open_endpoint(src, "source"))
+    rows = count_rows(source.saver)
     if not _is_postgres(dst):
         path = _sqlite_path(dst, dst_role)
         if source.identity == ("sqlite", str(path.resolve())):
@@ -179,25 +191,59 @@ def _open_pair(stack: ExitStack, src: str, dst: str, dst_role: Role
     if source.identity == target.identity:
         raise CheckpointError(f"SRC and DST are the same database ({target.name}): give "
                               "a different destination.")
-    return source, target
+    return source, target, rows
 
 
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("checkpoints"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+                    # Not a terminal (a pipe, a log, cron): no bar, and no stray blank line.
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+@contextmanager
+def database_errors(what: str, *urls: str, after: str) -> Iterator[None]:
+    """A driver's error (SQLite or PostgreSQL) while ``what`` runs: one sentence, password
+    redacted, naming the likely fix (a role without privileges, a damaged file)."""
+    import psycopg
+
+    try:
+        yield
+    except NotImplementedError as exc:  # the serializer met a type it refuses (pickle)
+        if "serialization type" not in str(exc):
+            raise
+        raise CheckpointError(f"A stored value could not be decoded during {what} ({exc}): "
+                              "pickle rows are refused, since loading one can run code; "
+                              f"re-save or delete those checkpoints; {after}.") from None
+    except (psycopg.Error, sqlite3.DatabaseError) as exc:
+        reason = redact(" ".join(str(exc).split()) or type(exc).__name__, *urls)
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            fix = ("the role lacks a privilege: GRANT SELECT (and, on the destination, INSERT, "
+                   "UPDATE) ON the checkpoint tables to it, or use a role that has them")
+        elif isinstance(exc, psycopg.Error):
+            fix = "check the server and the network"
+        else:
+            fix = ("if the file is damaged (malformed), restore it from a backup; if it is "
+                   "locked, try again later")
+        where = "PostgreSQL" if isinstance(exc, psycopg.Error) else "SQLite"
+        raise CheckpointError(f"{where} failed during {what} ({reason}): {fix}; {after}."
+                              ) from None
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    import psycopg
-
-    if args.batch < 1:
-        raise CheckpointError(f"--batch {args.batch}: give a number of checkpoints of at least 1.")
+    on_interrupt(NOTHING_CHANGED)
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise CheckpointError(f"--batch {args.batch}: give a number of checkpoints from 1 to "
+                              f"{MAX_BATCH:,}, such as 1000.")
     out, err = Console(), Console(stderr=True)
     with ExitStack() as stack:
-        source, target = _open_pair(stack, args.src, args.dst, "destination")
-        total = (count_rows(source.saver) or {}).get("checkpoints")
-        with _progress(err) as progress:
+        with database_errors("the checks", args.src, args.dst, after=NOTHING_CHANGED):
+            source, target, rows = _open_pair(stack, args.src, args.dst, "destination")
+        total = (rows or {}).get("checkpoints")
+        on_interrupt(RESUME)
+        with _progress(err) as progress, database_errors(
+                "the migration", args.src, args.dst,
+                after=f"{RESUME} once the cause is fixed"):
             task = progress.add_task("migrating", total=total)
             try:
                 report = migrate(source.saver, target.saver, batch=args.batch,
@@ -207,13 +253,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                                       f"it ({exc}): the threads before it were committed and are "
                                       "kept; delete or repair that thread in the source, then "
                                       "run the same command again to resume.") from None
-            except (psycopg.Error, sqlite3.Error) as exc:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                where = "PostgreSQL" if isinstance(exc, psycopg.Error) else "SQLite"
-                raise CheckpointError(f"{where} failed during the migration ({reason}): "
-                                      "committed threads are kept; fix the cause and run the "
-                                      "same command again to resume.") from None
-        counts = count_rows(target.saver)
+            counts = count_rows(target.saver)
     if args.json:
         print(json.dumps({**report.to_dict(), "destination_rows": counts}))
         return 0
@@ -237,12 +277,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    on_interrupt(NOTHING_CHANGED)
     out, err = Console(), Console(stderr=True)
     if args.sample is not None and args.sample < 1:
         raise CheckpointError(f"--sample {args.sample}: give a number of threads of at least 1.")
-    with ExitStack() as stack:
-        source, target = _open_pair(stack, args.src, args.dst, "copy to check")
-        total = None if args.sample else (count_rows(source.saver) or {}).get("checkpoints")
+    if not 0 <= args.examples <= MAX_BATCH:
+        raise CheckpointError(f"--examples {args.examples}: give a number of differences to "
+                              f"list from 0 to {MAX_BATCH:,}, such as 5.")
+    with ExitStack() as stack, database_errors("the verification", args.src, args.dst,
+                                               after=NOTHING_CHANGED):
+        source, target, rows = _open_pair(stack, args.src, args.dst, "copy to check")
+        total = None if args.sample else (rows or {}).get("checkpoints")
         with _progress(err) as progress:
             task = progress.add_task("verifying", total=total)
             report = verify(source.saver, target.saver, sample=args.sample, seed=args.seed,
@@ -362,7 +407,7 @@ def kill_mid_migration(proc: subprocess.Popen[str], dst_url: str, at_least: int,
 
 def main(argv: list[str] | None = None) -> int:
     """``ckpt migrate`` / ``ckpt verify`` on their own (before shared/cli.py registers them)."""
-    parser = argparse.ArgumentParser(prog="ckpt", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="ckpt", description=__doc__.split("\n\n")[0])
     add_migrate_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return run_command(args.func, args)

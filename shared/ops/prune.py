@@ -93,7 +93,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from shared.errors import CheckpointError, run_command
+from shared.errors import CheckpointError, OneLineArgumentParser, run_command
 from shared.savers.inert import UnreadableValue, split_checkpoint
 from shared.savers.sqlite import require_checkpoint_tables
 
@@ -591,10 +591,13 @@ def _ctrl_c_stops_statements(conn: sqlite3.Connection) -> Iterator[None]:
     SIGINT only records itself and a progress handler, which SQLite calls during the
     statement, asks SQLite to abort: VACUUM rolls back (the file stays as it was) and
     KeyboardInterrupt is raised. Only in the main thread with Python's default SIGINT
-    handler (the ``ckpt`` command); elsewhere the statement runs to its end.
+    handler or ``run_command``'s (the ``ckpt`` command); elsewhere the statement runs to its
+    end.
     """
+    handler = signal.getsignal(signal.SIGINT)
     if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            or (handler is not signal.default_int_handler
+                and not getattr(handler, "ckpt_command", False))):
         yield
         return
     hit: list[int] = []
@@ -948,20 +951,25 @@ def write_chat_days(saver: SqliteSaver, first_day: datetime, days: int, per_day:
 
 # --- the command line ------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+)\s*([dhms])")
+# One number per unit, largest unit first (1d12h): "1d1d" or "12h1d" are refused, not summed.
+_DURATION = re.compile(r"\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*")
 _UNIT = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+MAX_DURATION_DAYS = 36_500  # a century: any longer and the cutoff date itself overflows
 
 
 def parse_duration(text: str, option: str = "duration") -> timedelta:
     """``30d``, ``12h``, ``90m``, ``45s`` (or combined, ``1d12h``) as a positive timedelta."""
-    cleaned = text.strip().lower()
-    parts = _DURATION.findall(cleaned)
-    if not parts or _DURATION.sub("", cleaned).strip():
+    m = _DURATION.fullmatch(text.lower())
+    if m is None or not any(m.groups()):
         raise CheckpointError(f"{option} {text!r} is not a duration: write a number with a unit "
-                              "d, h, m or s, such as 30d, 12h, 90m or 45s.")
-    seconds = sum(int(n) * _UNIT[u] for n, u in parts)
+                              "d, h, m or s, such as 30d, 12h, 90m or 45s (each unit once, "
+                              "largest first: 1d12h).")
+    seconds = sum(int(n) * _UNIT[u] for n, u in zip(m.groups(), "dhms", strict=True) if n)
     if seconds <= 0:
         raise CheckpointError(f"{option} {text!r} must be longer than zero: such as 30d.")
+    if seconds > MAX_DURATION_DAYS * _UNIT["d"]:
+        raise CheckpointError(f"{option} {text!r} is longer than {MAX_DURATION_DAYS:,} days: "
+                              "give an age such as 30d.")
     return timedelta(seconds=seconds)
 
 
@@ -973,10 +981,13 @@ def format_duration(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
+MAX_KEEP_LAST = 1_000_000_000
+
+
 def parse_keep_last(text: str) -> int:
-    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
-        raise CheckpointError(f"--keep-last {text!r} must be a whole number of at least 1, "
-                              "such as 20.")
+    if not re.fullmatch(r"\s*\d+\s*", text) or not 1 <= int(text) <= MAX_KEEP_LAST:
+        raise CheckpointError(f"--keep-last {text!r} must be a whole number of at least 1 "
+                              f"(at most {MAX_KEEP_LAST:,}), such as 20.")
     return int(text)
 
 
@@ -1235,14 +1246,18 @@ def _s3_gc(args: argparse.Namespace) -> AfterPrune | None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """``ckpt prune``: validate everything first, then prune once or every INTERVAL."""
-    older = parse_duration(args.older_than, "--older-than") if args.older_than else None
+    # `is not None`: an empty value is refused, not taken for an absent option.
+    older = (parse_duration(args.older_than, "--older-than") if args.older_than is not None
+             else None)
     keep = parse_keep_last(args.keep_last) if args.keep_last is not None else None
     if older is None and keep is None:
         raise CheckpointError("Give --older-than, --keep-last or both, e.g. --older-than 30d "
                               "--keep-last 20: with neither, every checkpoint would go.")
-    every = parse_duration(args.every, "--every") if args.every else None
+    every = parse_duration(args.every, "--every") if args.every is not None else None
     if args.runs is not None and (args.runs < 1 or every is None):
         raise CheckpointError("--runs N needs --every and N of at least 1.")
+    if args.gc_s3:  # checked now, not after the prune has run
+        parse_duration(args.gc_grace, "--gc-grace")
     policy = RetentionPolicy(older, keep)
     console = Console()
     runs, progress = 0, None
@@ -1272,7 +1287,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def prune_main(argv: Sequence[str] | None = None) -> int:
     """``ckpt prune`` on its own: returns 0, or 2 with one line on stderr for bad input."""
-    parser = argparse.ArgumentParser(prog="ckpt prune", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="ckpt prune", description=__doc__.splitlines()[0])
     _add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     return run_command(cmd_prune, args)

@@ -17,7 +17,7 @@ from pathlib import Path
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from shared.errors import DatabaseLocationError
+from shared.errors import CheckpointError, DatabaseLocationError
 from shared.savers.serde import graph_serde
 
 
@@ -92,8 +92,10 @@ def sqlite_schema(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, bo
         "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     schema: dict[str, list[tuple[str, str, bool, int]]] = {}
     for table in tables:
-        # PRAGMA takes no parameters; the name comes from sqlite_master, never from a user.
-        rows = conn.execute(f"PRAGMA table_info({table!r})").fetchall()
+        # PRAGMA takes no parameters: the name is quoted as an identifier (" doubled), so
+        # any name sqlite_master holds works, quotes of both kinds included.
+        quoted = '"' + table.replace('"', '""') + '"'
+        rows = conn.execute(f"PRAGMA table_info({quoted})").fetchall()
         schema[table] = [(r[1], r[2], bool(r[3]), r[5]) for r in rows]
     return schema
 
@@ -161,7 +163,13 @@ def file_bytes(path: str | Path, fold_wal: bool = False) -> int:
 
 
 def largest_checkpoints(conn: sqlite3.Connection, limit: int = 5) -> list[dict[str, object]]:
-    """The biggest checkpoint rows, with the writes stored against them."""
+    """The biggest checkpoint rows, with the writes stored against them.
+
+    ``limit`` must be 0 or more: SQLite reads a negative LIMIT as "no limit".
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63:
+        raise CheckpointError(f"The number of largest checkpoints {limit!r} must be a whole "
+                              "number of 0 or more, such as 5.")
     rows = conn.execute(
         """
         SELECT c.thread_id, c.checkpoint_id, length(c.checkpoint) + length(c.metadata),

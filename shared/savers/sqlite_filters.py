@@ -17,14 +17,14 @@ from langgraph.checkpoint.sqlite.utils import search_where
 
 from shared.errors import CheckpointError
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LIST_SQL = ("SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
              "checkpoint, metadata FROM checkpoints {where} ORDER BY checkpoint_id DESC")
 
 
 def _checked(key: str) -> str:
     # The key becomes part of an index name and a JSON path literal: allow plain names only.
-    if not _KEY.match(key):
+    if not isinstance(key, str) or not _KEY.fullmatch(key):  # fullmatch: no trailing \n
         raise CheckpointError(f"Metadata key {key!r} cannot be indexed: use letters, digits and "
                               "underscores, starting with a letter or underscore.")
     return key
