@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import http.server
 import io
+import json
 import os
 import random
 import shutil
@@ -197,21 +198,24 @@ def test_hostile_values_one_sentence_exit_2_nothing_changed(
     assert ran_real >= 8
 
 
-@pytest.mark.parametrize("command", ["migrate", "verify"])
-def test_pickle_row_is_one_sentence(data: Path, command: str) -> None:
-    """LEAD: a row of type "pickle". Today the CLI refuses it in one sentence (exit 2); once
-    migrate/verify move bytes, a pickle row may instead be reported (exit 0/1, named in the
-    report). Either way: no traceback, the source unchanged. Adjust the accepted outcomes
-    here when the rewrite lands."""
+def test_a_pickle_row_is_moved_as_bytes_and_compared_as_bytes(data: Path) -> None:
+    """A row of type "pickle" is never loaded: SQLite -> SQLite moves its bytes, verify
+    compares them (it differs from the msgpack row it replaced) and names it."""
     source = data / "pickle.sqlite"
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    dst = data / "copy.sqlite" if command == "verify" else data / "new.sqlite"
-    code, out, err = run_here([command, str(source), str(dst)])
-    assert "Traceback" not in out + err
-    if code == 2:  # refused
-        assert err.startswith("ckpt: ") and err.count("\n") == 1 and "pickle" in err, err
-    else:  # reported
-        assert code in (0, 1) and "pickle" in out, (code, out, err)
+    code, out, err = run_here(["migrate", str(source), str(data / "new.sqlite"), "--json"])
+    assert (code, "Traceback" in out + err) == (0, False), (code, out, err)
+    rows = []
+    for db in (source, data / "new.sqlite"):
+        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        rows.append([conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4").fetchall()
+                     for t in ("checkpoints", "writes")])
+        conn.close()
+    assert rows[0] == rows[1]  # the same bytes, the pickle row included
+    code, out, err = run_here(["verify", str(source), str(data / "copy.sqlite"), "--json"])
+    report = json.loads(out)
+    assert (code, report["unreadable"], report["mismatches"]) == (1, 1, 1), (out, err)
+    assert any("'pickle'" in e for e in report["examples"]), report["examples"]
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
 
 
