@@ -25,7 +25,7 @@ from shared.errors import (
     on_interrupt,
     run_command,
 )
-from shared.ops.decide_cli import SQLITE_MAGIC, add_decide_command, open_checkpoint_db
+from shared.ops.decide_cli import add_decide_command, open_checkpoint_db
 from shared.ops.migrate_cli import add_migrate_commands
 from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
@@ -35,15 +35,7 @@ MAX_LARGEST = 1_000_000
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open a LangGraph SQLite checkpoint file read-only; creates nothing (not even -wal)."""
-    # Checked here first so that the messages speak of what inspect accepts (a file only).
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
-                              "SQLite checkpoint database.")
-    with path.open("rb") as f:
-        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-            raise CheckpointError(f"{path} is not a SQLite database: give the path of a "
-                                  "SqliteSaver checkpoint file.")
-    return open_checkpoint_db(path)
+    return open_checkpoint_db(path, other=None)  # inspect takes a file only
 
 
 def damaged(path: Path, exc: sqlite3.DatabaseError) -> CheckpointError:

@@ -148,7 +148,8 @@ def _keep_journal_mode(action: int, arg1: str | None, arg2: str | None, *_: obje
     return sqlite3.SQLITE_OK
 
 
-def open_checkpoint_db(path: Path) -> sqlite3.Connection:
+def open_checkpoint_db(path: Path, *, name: str | None = None,
+                       other: str | None = "a /metrics URL") -> sqlite3.Connection:
     """Open a SqliteSaver database for reading, safe while another process writes it, and
     leaving nothing behind: no file, no -wal, no -shm that were not there before.
 
@@ -174,10 +175,15 @@ def open_checkpoint_db(path: Path) -> sqlite3.Connection:
     descriptor of the file drops every POSIX lock this process holds on it, the locks of the
     process's other connections to it too. The header (byte 18: 1 = rollback journal,
     2 = WAL) is read only on the read-only path, where this process holds no write lock.
+
+    ``name`` is how messages call the file (its path by default); ``other`` is what the
+    command accepts instead of a file, named in the fix.
     """
+    name = name or str(path)
+    give = f"give {other} or " if other else "give "
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file: give a /metrics URL or "
-                              "the path of a SQLite checkpoint database.")
+        raise CheckpointError(f"{name} does not exist or is not a file: {give}the path of a "
+                              "SQLite checkpoint database.")
     resolved = path.resolve()
     shm, wal = Path(f"{resolved}-shm"), Path(f"{resolved}-wal")
     if os.access(resolved, os.W_OK) and os.access(resolved.parent, os.W_OK | os.X_OK):
@@ -210,9 +216,9 @@ def open_checkpoint_db(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
-            raise CheckpointError(f"{path} is not a SQLite database: give a /metrics URL or "
-                                  "the path of a SqliteSaver checkpoint file.") from exc
-        raise CheckpointError(f"{path} is not a readable SQLite database ({exc}).") from exc
+            raise CheckpointError(f"{name} is not a SQLite database: {give}the path of a "
+                                  "SqliteSaver checkpoint file.") from exc
+        raise CheckpointError(f"{name} is not a readable SQLite database ({exc}).") from exc
     return require_checkpoint_tables(conn, path, tables)
 
 

@@ -158,14 +158,9 @@ def open_endpoint(text: str, role: Role) -> Iterator[Endpoint]:
         with open_sqlite_saver(path) as saver:
             yield Endpoint(saver, str(path), ("sqlite", str(path.resolve())))
         return
-    if not path.is_file():
-        raise CheckpointError(f"The {role} {path} does not exist or is not a file: give the "
-                              "path of a SQLite checkpoint database or a postgresql:// URL.")
-    with path.open("rb") as f:
-        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-            raise CheckpointError(f"The {role} {path} is not a SQLite database: give the path "
-                                  "of a SqliteSaver checkpoint file or a postgresql:// URL.")
-    conn = open_checkpoint_db(path)  # read-only; creates nothing; refuses other databases
+    # Read-only; creates nothing; refuses other databases. (Not opened with Python first:
+    # closing any descriptor of a file drops this process's SQLite locks on it.)
+    conn = open_checkpoint_db(path, name=f"The {role} {path}", other="a postgresql:// URL")
     try:
         yield Endpoint(SqliteSaver(conn, serde=_STRICT), str(path), ("sqlite", str(path.resolve())))
     finally:
