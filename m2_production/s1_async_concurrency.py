@@ -25,9 +25,9 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 import shared.witness
 from shared.graph import build_chat_graph
 from shared.llm import OfflineChatModel
-from shared.ops.writeload import SQLITE_DEFAULT_BUSY_TIMEOUT_MS, measure_process_writers
 from shared.savers import graph_serde
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.sqlite_writers import SQLITE_DEFAULT_BUSY_TIMEOUT_MS, measure_process_writers
 
 
 async def _conversations(db: Path, tag: str, n: int, latency_s: float,

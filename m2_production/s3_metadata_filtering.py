@@ -19,8 +19,6 @@ from typing import Any
 from rich.progress import Progress
 
 import shared.witness
-from shared.ops.traffic import bulk_put, tagged_checkpoints
-from shared.ops.writeload import p99_ms
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import (
     create_metadata_indexes,
@@ -29,6 +27,8 @@ from shared.savers.sqlite_filters import (
     plan_uses_index,
 )
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.bulk import bulk_put, tagged_checkpoints
+from shared.workloads.sqlite_writers import p99_ms
 
 TAGS = ("user_id", "session_type", "step")
 

@@ -33,6 +33,7 @@ from shared.ops import prune
 from shared.savers.offload import OffloadingSerializer, S3BlobStore, collect_unreferenced_blobs
 from shared.savers.prunable import open_prunable_saver
 from shared.witness import Witness, fresh_workdir
+from shared.workloads import chat_days
 
 RETAIN = timedelta(days=30)
 
@@ -71,7 +72,7 @@ def main(workdir: Path | None = None, days: int = 90, conversations_per_day: int
     with open_prunable_saver(db) as saver:
         conn, serde = saver.conn, saver.serde
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: no fsync for every put
-        made, writes = prune.write_chat_days(saver, now - timedelta(days=days), days,
+        made, writes = chat_days.write_chat_days(saver, now - timedelta(days=days), days,
                                              conversations_per_day, seed, "traffic")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # "before" = every page in the file
         before, counts0 = prune.audit_rows(conn), prune.audit_counts(conn)
@@ -108,7 +109,7 @@ def main(workdir: Path | None = None, days: int = 90, conversations_per_day: int
         # --- ten days more: a day of traffic, then the daily prune --------------------------
         sizes, kept_newest = [], [done.kept_reasons.get(newest, 0)]
         for day in range(cycles):
-            prune.write_chat_days(saver, now, 1, conversations_per_day, seed,
+            chat_days.write_chat_days(saver, now, 1, conversations_per_day, seed,
                                   day_offset=days + day)
             now += timedelta(days=1)
             r = prune.prune_now(saver, policy, now=now)

@@ -34,12 +34,12 @@ from shared.ops.decide import (
     load_thresholds,
     write_thresholds,
 )
-from shared.ops.loadgen import FileSizePoller, LoadGenerator, Stage, instrumented_sqlite
-from shared.ops.loadgen import firings_before as before
-from shared.ops.loadgen import first_firing as first
 from shared.ops.window import MetricsWindow, Source, from_registry, from_url
-from shared.ops.writeload import measure_process_writers, start_process_writers
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.paced import FileSizePoller, LoadGenerator, Stage, instrumented_sqlite
+from shared.workloads.paced import firings_before as before
+from shared.workloads.paced import first_firing as first
+from shared.workloads.sqlite_writers import measure_process_writers, start_process_writers
 
 
 def _timed(w: Witness, name: str, verdict: str, start: float | None, hit: Decision | None,

@@ -30,21 +30,11 @@ from langgraph.types import Command
 import shared.witness
 from shared.graph import Ledger, build_approval_graph, build_chat_graph
 from shared.infra.postgres import create_database, postgres_server
-from shared.ops.migrate import (
-    DEMO_NAMES,
-    DEMO_SPECIAL,
-    build_demo_source,
-    count_rows,
-    duplicate_rows,
-    fan_graph,
-    migrate,
-    row_digests,
-    thread_ids,
-    verify,
-)
-from shared.ops.migrate_cli import kill_mid_migration, start_migrate
+from shared.ops.migrate import count_rows, duplicate_rows, migrate, row_digests, thread_ids, verify
 from shared.savers import open_postgres_saver, open_sqlite_saver
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.demo import DEMO_NAMES, DEMO_SPECIAL, build_demo_source, fan_graph
+from shared.workloads.drills import kill_mid_migration, start_migrate
 
 
 def _cfg(thread: str) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from shared.graph import build_chat_graph
 from shared.infra.postgres import create_database, postgres_server
 from shared.ops.cutover import ChatLoad, Deployment, backfill, verify_live
 from shared.ops.migrate import thread_ids, verify
-from shared.ops.pgload import pg_pool
 from shared.savers import graph_serde, open_sqlite_saver, row_counts
 from shared.savers.dualwrite import DualWriteSaver, ShareRouter
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.postgres_writers import pg_pool
 
 PHASES = ("sqlite", "dual_write", "verify", "route10", "route50", "route100", "postgres")
 

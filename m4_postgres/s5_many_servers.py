@@ -27,9 +27,9 @@ import psycopg
 import shared.witness
 from shared.infra.postgres import create_database, postgres_server
 from shared.ops.cutover import scripted_turn
-from shared.ops.pgload import ChatWorkers, measure_pg_writers, setup_postgres
-from shared.ops.writeload import measure_process_writers
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.postgres_writers import ChatWorkers, measure_pg_writers, setup_postgres
+from shared.workloads.sqlite_writers import measure_process_writers
 
 NAME = "Alice"
 

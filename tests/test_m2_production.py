@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from m2_production import s1_async_concurrency, s3_metadata_filtering
-from shared.ops.traffic import bulk_put, tagged_checkpoints
-from shared.ops.writeload import percentile
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import create_metadata_indexes, metadata_expression
+from shared.workloads.bulk import bulk_put, tagged_checkpoints
+from shared.workloads.sqlite_writers import percentile
 
 
 def test_2_1_async_concurrency(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from shared.conformance import detected_capabilities, report_failures, run_confo
 from shared.errors import CheckpointError
 from shared.ops import prune
 from shared.savers.prunable import PrunableSqliteSaver, open_prunable_saver
+from shared.workloads import chat_days
 
 # --- the witness --------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ def test_prune_arguments_and_delete_strategy(tmp_path: Path) -> None:
     with open_prunable_saver(tmp_path / "c.sqlite") as saver:
         moment = datetime.now(UTC) - timedelta(days=3)
         for t in ("a", "b"):
-            prune.write_chat_conversation(saver, t, moment, 2, random.Random(1))
+            chat_days.write_chat_conversation(saver, t, moment, 2, random.Random(1))
         with pytest.raises(TypeError):
             saver.prune("a")
         with pytest.raises(ValueError, match="Unknown prune strategy"):
@@ -252,7 +253,7 @@ def test_policy_refuses_nonsense() -> None:
 def chat_db(tmp_path: Path) -> Path:
     db = tmp_path / "ckpt.sqlite"
     with open_prunable_saver(db) as saver:
-        prune.write_chat_days(saver, datetime.now(UTC) - timedelta(days=45), 45, 1, seed=5)
+        chat_days.write_chat_days(saver, datetime.now(UTC) - timedelta(days=45), 45, 1, seed=5)
     return db  # closed: the -wal is folded back into the file
 
 

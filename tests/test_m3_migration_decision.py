@@ -31,16 +31,16 @@ from shared.ops.decide import (
     write_thresholds,
 )
 from shared.ops.decide_cli import decide_main, parse_window
-from shared.ops.loadgen import (
+from shared.ops.metrics import scrape, serve_metrics
+from shared.ops.window import MetricsWindow, WindowStats, from_registry
+from shared.workloads.paced import (
     LoadGenerator,
     Stage,
     firings_before,
     first_firing,
     instrumented_sqlite,
 )
-from shared.ops.metrics import scrape, serve_metrics
-from shared.ops.window import MetricsWindow, WindowStats, from_registry
-from shared.ops.writeload import start_process_writers
+from shared.workloads.sqlite_writers import start_process_writers
 
 TH = Thresholds()  # the defaults: 100 writes/s, 1 % errors, 5 GB, 20 attempts, 5 s window
 
@@ -83,7 +83,7 @@ def test_script_help_and_import_without_side_effects(tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert "--light-seconds" in run.stdout and "--file-mb" in run.stdout
-    code = "import m3_trigger.s2_migration_decision, shared.ops.decide_cli, shared.ops.loadgen"
+    code = "import m3_trigger.s2_migration_decision, shared.ops.decide_cli, shared.workloads.paced"
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr

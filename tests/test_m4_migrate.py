@@ -19,7 +19,6 @@ from shared.graph import Ledger, build_chat_graph
 from shared.infra.postgres import create_database
 from shared.ops.migrate import (
     MigrationConflict,
-    build_demo_source,
     count_rows,
     migrate,
     row_digests,
@@ -29,6 +28,7 @@ from shared.ops.migrate import (
 )
 from shared.ops.migrate_cli import main as ckpt
 from shared.savers import open_sqlite_saver
+from shared.workloads.demo import build_demo_source
 
 # --- the witness --------------------------------------------------------------------------
 

@@ -37,8 +37,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from shared.ops.migrate import copy_thread, verify
-from shared.ops.writeload import percentile
 from shared.savers.dualwrite import DualWriteSaver
+from shared.workloads.sqlite_writers import percentile
 
 NAMES = ("Alice", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines",
          "Jonas", "Kofi", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa")

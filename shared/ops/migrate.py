@@ -8,7 +8,7 @@ lands before its children: every checkpoint with its metadata and parent, and th
 writes stored against it, each with its index and task path.
 
 Bytes, never objects. Between ``SqliteSaver`` and ``PostgresSaver`` databases nothing is
-decoded (``shared.ops.rows``): an application type the migrator cannot import arrives as the
+decoded (``shared.savers.rows``): an application type the migrator cannot import arrives as the
 application stored it, and a tampered row cannot run code here. SQLite -> SQLite writes the
 same bytes; between SQLite and PostgreSQL each channel value keeps its serialized bytes (type
 tag and payload), split into ``checkpoint_blobs`` or joined into one msgpack body exactly as
@@ -40,38 +40,25 @@ paged, histories are read a few dozen threads at a time, and at most two batches
 from __future__ import annotations
 
 import json
-import operator
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.graph import START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 
 from shared.errors import CheckpointError
-from shared.graph import Ledger, build_approval_graph, build_chat_graph
-from shared.ops.rows import (
-    RawThread,
-    comparable,
-    differences,
-    in_list,
-    is_sql,
-    postgres_rows,
-    query,
-    read_raw,
-    sqlite_rows,
-)
-from shared.ops.threads import (
+from shared.ops.sinks import ApiSink, Batch, sink_for
+from shared.ops.verify import VerifyReport, duplicate_rows, row_digests, verify
+from shared.savers.copy import copy_thread
+from shared.savers.inert import EMBEDDABLE
+from shared.savers.reading import (
     PAGE,
     READ_CHUNK,
     Progress,
@@ -86,10 +73,14 @@ from shared.ops.threads import (
     sample_thread_ids,
     thread_ids,
 )
-from shared.ops.verify import VerifyReport, duplicate_rows, row_digests, verify
-from shared.proc import child_result, start_child
-from shared.savers.inert import EMBEDDABLE
-from shared.savers.sqlite import open_sqlite_saver
+from shared.savers.rows import (
+    RawThread,
+    comparable,
+    differences,
+    is_sql,
+    query,
+    read_raw,
+)
 
 Key = tuple[str, str]  # (checkpoint_ns, checkpoint_id) inside one thread
 
@@ -102,251 +93,11 @@ class MigrationRefused(CheckpointError):
     """The source holds data the destination cannot take without decoding; nothing written."""
 
 
-def _is_plain(saver: BaseCheckpointSaver, cls: type, *methods: str) -> bool:
-    """``saver`` is a ``cls`` whose given methods are the library's own (not overridden)."""
-    return isinstance(saver, cls) and all(
-        getattr(type(saver), m) is getattr(cls, m) for m in methods)
-
-
-# --- what each batch holds, and the sinks that write it ---------------------------------------
-
-@dataclass
-class _Counts:
-    checkpoints: int = 0
-    writes: int = 0
-    blobs: int = 0  # channel versions handed over in new_versions
-
-
-@dataclass
-class _Batch:
-    """Threads to write, with the rows a batched sink has built for them (CPU work, done)."""
-
-    copies: list[Any]  # RawThread for the row sinks, ThreadCopy for the public API
-    counts: _Counts
-    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-
-
-class _ApiSink:
-    """Any saver, through ``put_writes`` then ``put``: a visible checkpoint has its writes."""
-
-    kind = "public API"
-    background = False  # commit in the caller's thread: a foreign saver may expect that
-    rows = False  # takes CheckpointTuples (objects), not stored rows
-
-    def __init__(self, saver: BaseCheckpointSaver) -> None:
-        self.saver = saver
-
-    def keys(self, ids: list[str]) -> dict[str, set[Key]]:
-        if is_sql(self.saver):
-            return _sql_keys(self.saver, ids)
-        found = {t: c.keys() for t, c in read_any(self.saver, ids).items()}
-        return {t: k for t, k in found.items() if k}
-
-    def prepare(self) -> None:
-        if is_sql(self.saver):
-            self.saver.setup()  # other savers: the caller sets them up, as for a graph
-
-    def build(self, copies: list[ThreadCopy]) -> _Batch:
-        counts = _Counts()
-        for copy in copies:
-            for t in copy.history:
-                counts.checkpoints += 1
-                counts.writes += len(t.pending_writes or [])
-        return _Batch(list(copies), counts)
-
-    def commit(self, batch: _Batch) -> None:
-        for copy in batch.copies:
-            written: set[tuple[str, str, str]] = set()
-            for t in copy.history:
-                conf = t.config["configurable"]
-                ns, cid = conf["checkpoint_ns"], conf["checkpoint_id"]
-                config = {"configurable": {"thread_id": copy.thread_id, "checkpoint_ns": ns,
-                                           "checkpoint_id": cid}}
-                by_task: dict[str, list[tuple[str, Any]]] = {}
-                for task_id, channel, value in t.pending_writes or []:
-                    by_task.setdefault(task_id, []).append((channel, value))
-                for task_id, task_writes in by_task.items():
-                    self.saver.put_writes(config, task_writes, task_id,
-                                          copy.paths.get((ns, cid, task_id), ""))
-                versions = {ch: v for ch, v in t.checkpoint["channel_versions"].items()
-                            if (ns, ch, str(v)) not in written}
-                written.update((ns, ch, str(v)) for ch, v in versions.items()
-                               if ch in t.checkpoint["channel_values"])
-                parent = t.parent_config["configurable"]["checkpoint_id"] if t.parent_config \
-                    else None
-                target = {"configurable": {"thread_id": copy.thread_id, "checkpoint_ns": ns,
-                                           **({"checkpoint_id": parent} if parent else {})}}
-                self.saver.put(target, t.checkpoint, t.metadata, versions)
-                batch.counts.blobs += len(versions)
-
-
-def _sql_keys(saver: BaseCheckpointSaver, ids: list[str]) -> dict[str, set[Key]]:
-    """(namespace, checkpoint id) of each of ``ids`` that ``saver`` already holds."""
-    if not ids or not has_tables(saver):
-        return {}
-    sqlite = isinstance(saver, SqliteSaver)
-    where = f"thread_id IN {in_list(ids)}" if sqlite else "thread_id = ANY(%s)"
-    found: dict[str, set[Key]] = {}
-    for t, ns, cid in query(saver, "SELECT thread_id, checkpoint_ns, checkpoint_id FROM "  # noqa: S608
-                                   f"checkpoints WHERE {where}", ids if sqlite else (ids,)):
-        found.setdefault(t, set()).add((ns, cid))
-    return found
-
-
-# PostgresSaver's own conflict rules, applied to a whole batch COPYed into session-private
-# staging tables (COPY is formatted in C; one statement per table instead of one per row).
-_PG_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS ckpt_migrate_blobs (LIKE checkpoint_blobs) "
-    "ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS ckpt_migrate_checkpoints (LIKE checkpoints) "
-    "ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS ckpt_migrate_writes (LIKE checkpoint_writes, "
-    "replace boolean NOT NULL) ON COMMIT DELETE ROWS",
-)
-_PG_TYPES = {"blobs": ["text", "text", "text", "text", "text", "bytea"],
-             "checkpoints": ["text", "text", "text", "text", "jsonb", "jsonb"],
-             "writes": ["text", "text", "text", "text", "text", "int4", "text", "text", "bytea"]}
-_PG_COLUMNS = {
-    "blobs": "(thread_id, checkpoint_ns, channel, version, type, blob)",
-    "checkpoints": "(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, "
-                   "metadata)",
-    "writes": "(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, "
-              "blob{replace})",
-}
-_PG_TABLES = {"blobs": "checkpoint_blobs", "checkpoints": "checkpoints",
-              "writes": "checkpoint_writes"}
-_PG_APPLY = (  # UPSERT_CHECKPOINT_BLOBS_SQL, UPSERT_CHECKPOINTS_SQL, the two writes statements
-    """INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-    SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM ckpt_migrate_blobs
-    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""",
-    """INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-        checkpoint, metadata)
-    SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata
-    FROM ckpt_migrate_checkpoints
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
-    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata""",
-    """INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
-        task_path, idx, channel, type, blob)
-    SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-    FROM ckpt_migrate_writes WHERE replace
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-    DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob""",
-    """INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
-        task_path, idx, channel, type, blob)
-    SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-    FROM ckpt_migrate_writes WHERE NOT replace
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING""",
-)
-
-
-class _PostgresSink(_ApiSink):
-    """``PostgresSaver``: the rows ``put``/``put_writes`` would write, one transaction a batch."""
-
-    kind = "batched (PostgreSQL)"
-    background = True  # the next batch is read and built while this one is written
-    rows = True
-    saver: PostgresSaver
-
-    def __init__(self, saver: BaseCheckpointSaver) -> None:
-        super().__init__(saver)
-        self.clean: set[str] = set()  # threads without a single row in any table
-
-    def keys(self, ids: list[str]) -> dict[str, set[Key]]:
-        if not has_tables(self.saver):
-            self.clean.update(ids)
-            return {}
-        found = _sql_keys(self.saver, ids)
-        # Writes or blobs without a checkpoint (an older copy killed half way) are not clean.
-        self.clean.update(set(ids) - set(found) - {r[0] for r in query(
-            self.saver, "SELECT thread_id FROM checkpoint_writes WHERE thread_id = ANY(%s) "
-                        "UNION SELECT thread_id FROM checkpoint_blobs WHERE thread_id = ANY(%s)",
-            (ids, ids))})
-        return found
-
-    def build(self, copies: list[RawThread]) -> _Batch:
-        batch = _Batch(list(copies), _Counts(), {"blobs": [], "checkpoints": [], "writes": []})
-        for copy in copies:
-            batch.counts.blobs += postgres_rows(copy, batch.rows)
-            batch.counts.checkpoints += len(copy.checkpoints)
-            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
-        return batch
-
-    def commit(self, batch: _Batch) -> None:
-        ids = {c.thread_id for c in batch.copies}
-        # Threads with no row anywhere cannot conflict: COPY straight into the tables.
-        direct = ids <= self.clean
-        with self.saver._cursor() as cur, cur.connection.transaction():
-            if not direct:
-                for sql in _PG_STAGE:
-                    cur.execute(sql)
-            for table, types in _PG_TYPES.items():
-                # the writes rows end with put_writes' replace flag, which only staging keeps
-                staged = not direct and table == "writes"
-                name = _PG_TABLES[table] if direct else f"ckpt_migrate_{table}"
-                columns = _PG_COLUMNS[table].format(replace=", replace" if staged else "")
-                with cur.copy(f"COPY {name} {columns} FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types([*types, "bool"] if staged else types)
-                    for row in batch.rows[table]:
-                        copy.write_row(row if staged or table != "writes" else row[:-1])
-            if not direct:
-                for sql in _PG_APPLY:
-                    cur.execute(sql)
-        self.clean -= ids
-
-
-class _SqliteSink(_ApiSink):
-    """``SqliteSaver``: the rows ``put``/``put_writes`` would write, one transaction a batch."""
-
-    kind = "batched (SQLite)"
-    rows = True
-    saver: SqliteSaver
-    _COLUMNS = ("(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, "
-                "type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-    def build(self, copies: list[RawThread]) -> _Batch:
-        batch = _Batch(list(copies), _Counts(), {"checkpoints": [], "upserts": [], "inserts": []})
-        for copy in copies:
-            batch.counts.blobs += sqlite_rows(copy, batch.rows)
-            batch.counts.checkpoints += len(copy.checkpoints)
-            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
-        return batch
-
-    def commit(self, batch: _Batch) -> None:
-        s = self.saver
-        with s.lock:
-            s.setup()
-            conn = s.conn
-            if conn.in_transaction:
-                conn.commit()
-            conn.execute("BEGIN IMMEDIATE")  # take the write lock once for the whole batch
-            try:
-                conn.executemany("INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, "
-                                 "checkpoint_id, parent_checkpoint_id, type, checkpoint, "
-                                 "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 batch.rows["checkpoints"])
-                conn.executemany("INSERT OR REPLACE INTO writes " + self._COLUMNS,
-                                 batch.rows["upserts"])
-                conn.executemany("INSERT OR IGNORE INTO writes " + self._COLUMNS,
-                                 batch.rows["inserts"])
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
-
-
-def _sink(dst: BaseCheckpointSaver, batched: bool) -> _ApiSink:
-    if batched and _is_plain(dst, PostgresSaver, "put", "put_writes") and dst.pipe is None:
-        return _PostgresSink(dst)
-    if batched and _is_plain(dst, SqliteSaver, "put", "put_writes"):
-        return _SqliteSink(dst)
-    return _ApiSink(dst)
-
-
-def _reads_bytes(src: BaseCheckpointSaver, sink: _ApiSink, objects: bool) -> bool:
+def _reads_bytes(src: BaseCheckpointSaver, sink: ApiSink, objects: bool) -> bool:
     return sink.rows and is_sql(src) and not objects
 
 
-def _read(sink: _ApiSink, src: BaseCheckpointSaver, ids: list[str], objects: bool
+def _read(sink: ApiSink, src: BaseCheckpointSaver, ids: list[str], objects: bool
           ) -> Iterable[RawThread | ThreadCopy]:
     """What the sink takes: stored rows as they are, or the source's objects (re-serialized
     for a row sink: a source that keeps no SQL rows, or ``objects=True``)."""
@@ -362,15 +113,6 @@ def _read(sink: _ApiSink, src: BaseCheckpointSaver, ids: list[str], objects: boo
 
 def _size(copy: RawThread | ThreadCopy) -> int:
     return len(copy.checkpoints) if isinstance(copy, RawThread) else len(copy.history)
-
-
-def copy_thread(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, thread_id: str
-                ) -> tuple[int, int, int]:
-    """Copy one thread through the public API; returns (checkpoints, writes, versions)."""
-    sink = _ApiSink(dst)
-    batch = sink.build(list(read_objects(src, [thread_id])))
-    sink.commit(batch)
-    return batch.counts.checkpoints, batch.counts.writes, batch.counts.blobs
 
 
 # --- before anything is written: what the destination cannot take, what it already has -------
@@ -424,7 +166,7 @@ def preflight(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
 
     Reads only. Returns the threads ``dst`` holds a part of, equal so far, to complete.
     """
-    sink, skip, incomplete = _sink(dst, batched), skip or set(), set()
+    sink, skip, incomplete = sink_for(dst, batched), skip or set(), set()
     if _reads_bytes(src, sink, objects):
         refuse_unmovable(src, dst)
     for page in pages(threads if threads is not None else iter_thread_ids(src)):
@@ -504,11 +246,11 @@ class _Committer:
     both CPUs work and memory stays at about two batches.
     """
 
-    def __init__(self, sink: _ApiSink, done: Callable[[_Batch], None]) -> None:
+    def __init__(self, sink: ApiSink, done: Callable[[Batch], None]) -> None:
         self.sink, self.done = sink, done
         self.error: BaseException | None = None
         self.discard = False
-        self.queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self.thread = threading.Thread(target=self._run, name="ckpt-migrate-commit", daemon=True)
         if sink.background:
             self.thread.start()
@@ -521,11 +263,11 @@ class _Committer:
                 except BaseException as exc:  # re-raised in the caller's thread
                     self.error = exc
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: Batch) -> None:
         self.sink.commit(batch)
         self.done(batch)
 
-    def submit(self, batch: _Batch) -> None:
+    def submit(self, batch: Batch) -> None:
         if self.error is not None:
             raise self.error
         if self.thread.is_alive():
@@ -561,7 +303,7 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
     if batch < 1:
         raise CheckpointError(f"batch must be at least 1 checkpoint, got {batch}.")
     started = time.perf_counter()
-    sink = _sink(dst, batched)
+    sink = sink_for(dst, batched)
     report = MigrationReport(path=sink.kind + ("" if not sink.rows else ", stored bytes"
                                                if _reads_bytes(src, sink, objects)
                                                else ", decoded objects"))
@@ -570,7 +312,7 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
                            objects=objects)
     sink.prepare()
 
-    def committed(b: _Batch) -> None:  # runs after each commit, in the committing thread
+    def committed(b: Batch) -> None:  # runs after each commit, in the committing thread
         report.threads += len(b.copies)
         report.checkpoints += b.counts.checkpoints
         report.writes += b.counts.writes
@@ -625,100 +367,13 @@ def iter_checkpoints(saver: BaseCheckpointSaver, threads: list[str]) -> Iterable
         yield from copy.history
 
 
-# --- a demo source: real graph runs, for the lesson, the tests and a first trial ------------
-
-DEMO_NAMES = ("Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Goran", "Hana")
-DEMO_CITIES = ("Lisbon", "Osaka", "Lima", "Oslo", "Accra", "Quito", "Riga")
-DEMO_SPECIAL = ["failed", "paused", "subgraph"]  # thread ids besides chat-NNNNN
-
-
-def _cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
-
-
-class Fan(TypedDict, total=False):
-    done: Annotated[list[str], operator.add]
-    x: int
-
-
-def fan_graph(saver: Any, ledger: Ledger) -> CompiledStateGraph:
-    """``good`` and ``flaky`` run in one superstep; ``flaky`` fails on its first attempt."""
-    def good(state: Fan, config: RunnableConfig) -> Fan:
-        ledger.record(config["configurable"]["thread_id"], "good", "start")
-        return {"done": ["good"]}
-
-    def flaky(state: Fan, config: RunnableConfig) -> Fan:
-        thread = config["configurable"]["thread_id"]
-        ledger.record(thread, "flaky", "start")
-        if ledger.count(thread)["flaky"] == 1:
-            raise RuntimeError("flaky: the first attempt fails")
-        return {"done": ["flaky"]}
-
-    builder = StateGraph(Fan).add_node("good", good).add_node("flaky", flaky)
-    return builder.add_edge(START, "good").add_edge(START, "flaky").compile(checkpointer=saver)
-
-
-def sub_graph(saver: Any) -> CompiledStateGraph:
-    """A node that is a compiled graph: its checkpoints are stored under its own namespace."""
-    inner = StateGraph(Fan).add_node("inc", lambda s: {"x": s["x"] + 1}).add_edge(START, "inc")
-    return StateGraph(Fan).add_node("sub", inner.compile()).add_edge(START, "sub").compile(
-        checkpointer=saver)
-
-
-def chat_shard(db: str, first: int, count: int, turns: int) -> None:
-    """Real chat-graph runs on threads chat-<first>... into one shard file (one process)."""
-    with open_sqlite_saver(db) as saver:
-        saver.conn.execute("PRAGMA synchronous = NORMAL")
-        graph = build_chat_graph(saver)
-        for i in range(first, first + count):
-            for text in (f"Hi, my name is {DEMO_NAMES[i % 8]}.", f"I live in {DEMO_CITIES[i % 7]}.",
-                         "What's my name?")[:turns]:
-                graph.invoke({"messages": [("user", text)]}, _cfg(f"chat-{i:05d}"))
-
-
-def build_demo_source(db: Path, ledger: Ledger, threads: int, turns: int = 3) -> None:
-    """A SQLite checkpoint file from real graph runs: ``threads`` chat conversations (two
-    processes, merged row for row), a paused approval, a failed step, a subgraph."""
-    shards, half = [str(db.with_name(f"shard{k}.sqlite")) for k in (0, 1)], (threads + 1) // 2
-    # Two fresh interpreters (nothing inherited, no __main__ guard needed), one shard each.
-    children = [start_child("shared.ops.migrate:chat_shard", db=shard, first=first,
-                            count=count, turns=turns)
-                for shard, first, count in zip(shards, (0, half), (half, threads - half),
-                                               strict=True)]
-    try:
-        for child in children:
-            child_result(child, "shared.ops.migrate:chat_shard", timeout=1800)
-    finally:
-        for child in children:  # one failed: do not leave the other running
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
-    with open_sqlite_saver(db) as saver:
-        for shard in shards:  # the rows exactly as the graph wrote them
-            saver.conn.execute("ATTACH ? AS shard", (shard,))
-            saver.conn.execute("INSERT INTO checkpoints SELECT * FROM shard.checkpoints")
-            saver.conn.execute("INSERT INTO writes SELECT * FROM shard.writes")
-            saver.conn.commit()
-            saver.conn.execute("DETACH shard")
-            for leftover in Path(shard).parent.glob(Path(shard).name + "*"):
-                leftover.unlink()  # merged: the shard (and any -wal/-shm) is not needed
-        build_approval_graph(saver, ledger, "interrupt").invoke(
-            {"request": "Refund order 7 for 30 EUR"}, _cfg("paused"))
-        with suppress(RuntimeError):  # the failure: "good"'s writes stay as pending writes
-            fan_graph(saver, ledger).invoke({"done": []}, _cfg("failed"))
-        sub_graph(saver).invoke({"x": 1}, _cfg("subgraph"))
-
-
 __all__ = [
-    "DEMO_NAMES",
-    "DEMO_SPECIAL",
     "PAGE",
     "MigrationConflict",
     "MigrationRefused",
     "MigrationReport",
     "ThreadCopy",
     "VerifyReport",
-    "build_demo_source",
     "copy_thread",
     "count_rows",
     "duplicate_rows",

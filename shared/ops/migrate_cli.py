@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -46,7 +42,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shared import ROOT
 from shared.errors import (
     NOTHING_CHANGED,
     CheckpointError,
@@ -345,59 +340,6 @@ def add_migrate_commands(subparsers: Any) -> None:
                    help="how many differences to list (default 5)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=cmd_verify)
-
-
-# --- the drill: ``ckpt migrate`` in a child process, killed in the middle of a transaction ------
-
-def start_migrate(src: str, dst: str, *options: str) -> subprocess.Popen[str]:
-    """Start ``ckpt migrate SRC DST`` in a fresh interpreter and return at once."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.Popen([sys.executable, "-m", "shared.ops.migrate_cli", "migrate", src, dst,
-                             "--json", *options], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-@dataclass
-class Kill:
-    """What a SIGKILL sent to a running migration hit."""
-
-    killed: bool  # the child died of SIGKILL (it had not finished)
-    committed_at_kill: int  # checkpoints committed in the destination when the signal went
-    in_transaction: bool  # the child's write transaction was open when the signal went
-    committed_after: int  # once PostgreSQL had rolled that transaction back
-
-
-def kill_mid_migration(proc: subprocess.Popen[str], dst_url: str, at_least: int,
-                       timeout: float = 120.0) -> Kill:
-    """SIGKILL ``proc`` once ``at_least`` checkpoints are committed in ``dst_url``, preferably
-    while its next batch transaction is open (has written rows: ``backend_xid`` is set)."""
-    import psycopg
-
-    def count() -> int:  # 0 until the child's setup() has created the table
-        if conn.execute("SELECT to_regclass('checkpoints')").fetchone()[0] is None:
-            return 0
-        return conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-
-    others = ("SELECT count(*) FILTER (WHERE backend_xid IS NOT NULL), count(*) FROM "
-              "pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    with psycopg.connect(dst_url, autocommit=True) as conn:
-        deadline, reached, writing, committed = time.monotonic() + timeout, None, False, 0
-        while proc.poll() is None and time.monotonic() < deadline:
-            committed = count()
-            if committed >= at_least:
-                reached = reached or time.monotonic()
-                writing = conn.execute(others).fetchone()[0] > 0
-                if writing or time.monotonic() - reached > 5:
-                    break
-            time.sleep(0.001)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        gone = time.monotonic() + 10
-        while conn.execute(others).fetchone()[1] and time.monotonic() < gone:
-            time.sleep(0.01)  # until the server has noticed the dead client and rolled back
-        after = count()
-    return Kill(proc.returncode == -signal.SIGKILL, committed, writing, after)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from shared.errors import CheckpointError
-from shared.ops.rows import comparable, differences, in_list, query
-from shared.ops.threads import (
+from shared.savers.reading import (
     READ_CHUNK,
     Progress,
     existing_threads,
@@ -39,6 +38,7 @@ from shared.ops.threads import (
     read_any,
     sample_thread_ids,
 )
+from shared.savers.rows import comparable, differences, in_list, query
 
 
 @dataclass

@@ -66,6 +66,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from shared.errors import CheckpointError
+from shared.savers.copy import copy_thread
+from shared.savers.reading import thread_ids
 from shared.savers.wrapper import CAPABILITY_METHODS, overrides
 
 logger = logging.getLogger(__name__)
@@ -274,8 +276,6 @@ class DualWriteSaver(BaseCheckpointSaver[Any]):
         failures only left it holding less: the copy upserts into what it has, which keeps
         writes dual-written ahead of their checkpoint (see ``shared.ops.cutover.backfill``).
         """
-        from shared.ops.migrate import copy_thread, thread_ids  # ops imports savers
-
         with self._shared.guard:
             records = list(self._shared.divergences)
             todo = set(self._shared.diverged)

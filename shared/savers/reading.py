@@ -19,8 +19,8 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from shared.ops.rows import RawCheckpoint, RawThread, RawWrite, in_list, is_sql, query, read_raw
 from shared.savers.inert import from_typed
+from shared.savers.rows import RawCheckpoint, RawThread, RawWrite, in_list, is_sql, query, read_raw
 
 Progress = Callable[[int], None]
 PAGE = 500  # thread ids per page when listing and when asking the destination what it has
