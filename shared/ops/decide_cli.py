@@ -52,8 +52,8 @@ from shared.ops.decide import (
     load_thresholds,
 )
 from shared.ops.metrics import Samples, metrics_request, scrape
-from shared.ops.prune import uuid6_at, uuid6_time
 from shared.ops.window import MetricsWindow, Source, WindowStats
+from shared.savers.retention import uuid6_at, uuid6_time
 from shared.savers.sqlite import file_bytes, require_checkpoint_tables
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

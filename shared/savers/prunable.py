@@ -24,7 +24,6 @@ delete_thread and prune (``tests/test_m2_pruning.py``).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +40,9 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from shared.ops.prune import PruneResult, RetentionPolicy, prune_now
+from shared.savers.retention import RetentionPolicy
+from shared.savers.retention_apply import PruneResult, prune_now
+from shared.savers.rows import in_list
 from shared.savers.sqlite import open_sqlite_saver
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
@@ -55,7 +56,8 @@ class PrunableSqliteSaver(SqliteSaver):
         (plus the DeltaChannel ancestors it needs), ``"delete"`` removes everything.
 
         One transaction for all threads. Raises TypeError for a bare string, ValueError for
-        an unknown strategy. No VACUUM here: the file shrinks with ``shared.ops.prune``.
+        an unknown strategy. No VACUUM here: ``ckpt prune`` (``shared.ops.prune``) shrinks the
+        file.
         """
         self.prune_report(thread_ids, strategy=strategy)
 
@@ -80,9 +82,10 @@ class PrunableSqliteSaver(SqliteSaver):
             cur.execute("BEGIN IMMEDIATE")
             try:
                 for table in ("writes", "checkpoints"):
-                    # Table names are constants; thread ids are one JSON parameter.
+                    # Table names are constants; each thread id is its own parameter (a
+                    # JSON list would stop at a NUL character).
                     cur.execute(f"DELETE FROM {table} WHERE thread_id IN "  # noqa: S608
-                                "(SELECT value FROM json_each(?))", (json.dumps(threads),))
+                                f"{in_list(threads)}", threads)
                 self.conn.commit()
             except BaseException:
                 self.conn.rollback()

@@ -18,7 +18,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 from rich.progress import Progress
 
-from shared.ops.prune import _aware, uuid6_at
+from shared.savers.retention import aware, uuid6_at
 
 _WORDS = tuple(" ".join((
     "checkpoint thread state graph node message reply order invoice refund shipping "
@@ -50,7 +50,7 @@ def write_chat_conversation(saver: SqliteSaver, thread_id: str, start: datetime,
     messages: list[Any] = []
     versions: dict[str, Any] = {}
     seen: dict[str, dict[str, Any]] = {"__input__": {}}
-    step, moment, n_ckpt, n_writes = -1, _aware(start), 0, 0
+    step, moment, n_ckpt, n_writes = -1, aware(start), 0, 0
 
     def bump(*channels: str) -> dict[str, Any]:
         new = saver.get_next_version(max(versions.values(), default=None), None)
@@ -109,7 +109,7 @@ def write_chat_days(saver: SqliteSaver, first_day: datetime, days: int, per_day:
         task = bar.add_task(label, total=days * per_day)
         for d in range(days):
             rng = random.Random(seed * 1_000_003 + day_offset + d)
-            day = _aware(first_day) + timedelta(days=d)
+            day = aware(first_day) + timedelta(days=d)
             for n in range(per_day):
                 start = day + timedelta(seconds=rng.randint(0, 20 * 3600))
                 turns = 2 + (n + d + day_offset) % 7  # every day the same mix of lengths
