@@ -35,7 +35,7 @@ def _plain_log_y(ax: Axes) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        lambda v, _pos: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
 def _count(n: float) -> str:
