@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup m1 m2 m3 m4 all test lint clean clean-all help
+.PHONY: setup m1 m2 m3 m4 all bench test lint clean clean-all help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ m4: setup  ## Milestone 4: PostgreSQL (provisioning, schema, migration, cutover,
 
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
 	$(PY) -m shared.runner all --readme
+
+bench: setup  ## long measurements: reports/bench.json and PNG charts (about 5 minutes)
+	$(PY) -m shared.benchmarks
 
 test: setup  ## the test suite (what CI runs)
 	$(PY) -m pytest
