@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from shared.benchmarks.timing import interleaved, percentile, sample_ms, spread
-from shared.ops.traffic import bulk_put, tagged_checkpoints
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import (
     create_metadata_indexes,
@@ -25,6 +24,7 @@ from shared.savers.sqlite_filters import (
     metadata_expression,
     plan_uses_index,
 )
+from shared.workloads.bulk import bulk_put, tagged_checkpoints
 
 TAGS = ("user_id", "session_type")
 VARIANTS = ("no_index", "expression_index")

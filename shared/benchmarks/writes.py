@@ -20,9 +20,9 @@ import psycopg
 
 from shared.benchmarks.timing import spread
 from shared.infra.postgres import create_database, postgres_server
-from shared.ops.pgload import measure_pg_writers, setup_postgres
-from shared.ops.writeload import SQLITE_DEFAULT_BUSY_TIMEOUT_MS, measure_process_writers
 from shared.savers import open_sqlite_saver
+from shared.workloads.postgres_writers import measure_pg_writers, setup_postgres
+from shared.workloads.sqlite_writers import SQLITE_DEFAULT_BUSY_TIMEOUT_MS, measure_process_writers
 
 STORES = ("sqlite", "postgres")
 DATABASE = "ckpt_bench_writes"
