@@ -25,7 +25,8 @@ from shared.errors import (
     on_interrupt,
     run_command,
 )
-from shared.ops.decide_cli import add_decide_command, open_checkpoint_db
+from shared.ops.decide_cli import add_decide_command
+from shared.ops.files import open_checkpoint_db
 from shared.ops.migrate_cli import add_migrate_commands
 from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes

@@ -21,7 +21,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from shared import ROOT
-from shared.ops.decide_cli import open_checkpoint_db
+from shared.ops.files import open_checkpoint_db
 
 # The writer: a real, separate process saving checkpoints through SqliteSaver.put. It opens
 # and closes its connection every few saves, as short-lived workers and CLI tools do, so the

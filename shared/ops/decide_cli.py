@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sqlite3
 import sys
@@ -51,12 +50,12 @@ from shared.ops.decide import (
     decide,
     load_thresholds,
 )
+from shared.ops.files import open_checkpoint_db
 from shared.ops.metrics import Samples, metrics_request, scrape
 from shared.ops.window import MetricsWindow, Source, WindowStats
 from shared.savers.retention import uuid6_at, uuid6_time
-from shared.savers.sqlite import file_bytes, require_checkpoint_tables
+from shared.savers.sqlite import file_bytes
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 NO_ERRORS_IN_FILE = ("a database file keeps no record of failed writes: run ckpt decide "
                      "against the service's /metrics URL to judge lock errors")
 VERDICT_STYLE = {MIGRATE_NOW: "bold white on red", MIGRATE_SOON: "bold black on yellow",
@@ -136,92 +135,6 @@ def decide_urls(urls: list[str], window_s: float, th: Thresholds,
 
 # --- a database file: read-only, its size and its checkpoint ids -------------------------------
 
-def _keep_journal_mode(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
-    """Authorizer: drop ``PRAGMA journal_mode=...`` (a reader never converts the file).
-
-    ``SqliteSaver.setup()`` asks for WAL on its first use; on a read-only handle to a
-    rollback-journal file that request would fail (or, on a read-write one, convert the file).
-    SQLite skips a pragma its authorizer answers with IGNORE, without an error.
-    """
-    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "journal_mode" and arg2:
-        return sqlite3.SQLITE_IGNORE
-    return sqlite3.SQLITE_OK
-
-
-def open_checkpoint_db(path: Path, *, name: str | None = None,
-                       other: str | None = "a /metrics URL") -> sqlite3.Connection:
-    """Open a SqliteSaver database for reading, safe while another process writes it, and
-    leaving nothing behind: no file, no -wal, no -shm that were not there before.
-
-    Never ``immutable=1`` on a file someone may write: SQLite then takes no locks and trusts
-    its page cache, and a writer committing (or checkpointing the WAL) during the read gives
-    "database disk image is malformed" on a healthy file, or stale rows.
-
-    A reader of a WAL-mode file needs the -shm (the WAL index) to know which frames are
-    committed. A ``mode=ro`` connection creates -wal/-shm when they are missing and never
-    removes them; a read-write connection removes them when it is the last one to close (it
-    checkpoints and deletes both, like any SQLite client: a WAL left by a writer that has
-    gone is folded into the file, rows unchanged). On a rollback-journal file a reader
-    takes SQLite's shared lock (a commit waits for the read, the read for the commit) and
-    creates nothing. So, when this user may write the file and its directory: ``mode=rw``
-    (never creates the database) with ``PRAGMA query_only`` and an authorizer that drops
-    journal-mode changes, correct in both modes and unable to change a row. Otherwise:
-    ``mode=ro`` when a -shm already exists or the file is in rollback-journal mode;
-    ``immutable=1`` only when no -wal/-shm exists and nobody may write the file or its
-    directory (no write permission bits: a writer could not even create its journal); a
-    sentence saying what to do for an idle WAL file that others may write.
-
-    The file is not opened with Python's ``open()`` while SQLite may hold it: closing any
-    descriptor of the file drops every POSIX lock this process holds on it, the locks of the
-    process's other connections to it too. The header (byte 18: 1 = rollback journal,
-    2 = WAL) is read only on the read-only path, where this process holds no write lock.
-
-    ``name`` is how messages call the file (its path by default); ``other`` is what the
-    command accepts instead of a file, named in the fix.
-    """
-    name = name or str(path)
-    give = f"give {other} or " if other else "give "
-    if not path.is_file():
-        raise CheckpointError(f"{name} does not exist or is not a file: {give}the path of a "
-                              "SQLite checkpoint database.")
-    resolved = path.resolve()
-    shm, wal = Path(f"{resolved}-shm"), Path(f"{resolved}-wal")
-    if os.access(resolved, os.W_OK) and os.access(resolved.parent, os.W_OK | os.X_OK):
-        query = "mode=rw"
-    elif shm.exists():
-        query = "mode=ro"
-    elif not wal.exists() and not (resolved.stat().st_mode & resolved.parent.stat().st_mode
-                                   & 0o222):
-        # Idle, and no one may write the file, or create a journal beside it: nothing changes.
-        query = "mode=ro&immutable=1"
-    else:
-        with resolved.open("rb") as f:
-            header = f.read(100)
-        if header.startswith(SQLITE_MAGIC) and len(header) > 18 and header[18] == 2:
-            raise CheckpointError(
-                f"{path} is a WAL-mode database that this user cannot write (nor its "
-                "directory), and reading it safely while it may be written needs a -shm file "
-                "beside it: run the command as the user that writes the file.")
-        query = "mode=ro"
-    try:
-        conn = sqlite3.connect(f"{resolved.as_uri()}?{query}", uri=True, timeout=30)
-    except sqlite3.Error as exc:
-        raise CheckpointError(f"{path} could not be opened ({exc}): check its permissions."
-                              ) from exc
-    try:
-        conn.set_authorizer(_keep_journal_mode)
-        if query == "mode=rw":
-            conn.execute("PRAGMA query_only = ON")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
-            raise CheckpointError(f"{name} is not a SQLite database: {give}the path of a "
-                                  "SqliteSaver checkpoint file.") from exc
-        raise CheckpointError(f"{name} is not a readable SQLite database ({exc}).") from exc
-    return require_checkpoint_tables(conn, path, tables)
-
-
 def file_window(path: Path, window_s: float, now: float | None = None,
                 ) -> tuple[WindowStats, dict[str, Any]]:
     """The last ``window_s`` seconds of a database file, dated by its checkpoint ids.
@@ -233,7 +146,7 @@ def file_window(path: Path, window_s: float, now: float | None = None,
     now = time.time() if now is None else now
     lower = uuid6_at(datetime.fromtimestamp(now - window_s, UTC))
     since = datetime.fromtimestamp(now - window_s, UTC)
-    conn = open_checkpoint_db(path)
+    conn = open_checkpoint_db(path, other="a /metrics URL")
     try:  # the string bound uses the primary key; uuid6_time drops ids that are not uuid6
         ids = [r[0] for r in conn.execute(
             "SELECT checkpoint_id FROM checkpoints WHERE checkpoint_id >= ?", (lower,))]

@@ -51,7 +51,7 @@ from shared.errors import (
 )
 from shared.infra.postgres import check_url
 from shared.infra.urls import mask_url, redact
-from shared.ops.decide_cli import SQLITE_MAGIC, open_checkpoint_db
+from shared.ops.files import SQLITE_MAGIC, open_checkpoint_db
 from shared.ops.migrate import count_rows, migrate, verify
 from shared.savers.inert import UnreadableValue
 from shared.savers.sqlite import check_database_location, open_sqlite_saver

@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import shlex
 import sqlite3
-import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +37,7 @@ from rich.table import Table
 
 from shared.durations import format_duration, parse_duration
 from shared.errors import CheckpointError, OneLineArgumentParser, run_command
+from shared.ops.files import open_checkpoint_db
 from shared.savers.inert import split_checkpoint
 from shared.savers.retention import (  # the engine, re-exported: see __all__
     DELTA,
@@ -74,7 +73,6 @@ from shared.savers.retention_apply import (
     file_bytes,
     prune_now,
 )
-from shared.savers.sqlite import require_checkpoint_tables
 
 # --- audit: what a reader checks afterwards, without the planner -----------------------------
 
@@ -129,46 +127,6 @@ def parse_keep_last(text: str) -> int:
         raise CheckpointError(f"--keep-last {text!r} must be a whole number of at least 1 "
                               f"(at most {MAX_KEEP_LAST:,}), such as 20.")
     return int(text)
-
-
-def open_checkpoint_db(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """Open an existing SqliteSaver file for pruning (``read_only``: for a dry run, with the
-    read-only opener of inspect); never creates a file.
-
-    Before SQLite opens it for writing, this user must be allowed to write the file and its
-    directory (SQLite creates the -journal, or -wal and -shm, beside it): otherwise SQLite
-    would open it read-only, leave -wal/-shm behind, and fail later with a misleading error.
-    ``os.access`` also sees ``chattr +i`` and read-only mounts, even for root.
-    """
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file: give the path of a "
-                              "SQLite checkpoint database.")
-    if read_only:
-        from shared.ops.decide_cli import open_checkpoint_db as open_read_only
-
-        return open_read_only(path)
-    resolved = path.resolve()
-    if not os.access(resolved, os.W_OK):
-        st = resolved.stat()
-        raise CheckpointError(
-            f"{path} is not writable by this user (mode {stat.filemode(st.st_mode)}, owner uid "
-            f"{st.st_uid}), and pruning deletes rows and rewrites the file: run it as a user "
-            f"who may write the file, or make it writable (chmod u+w {shlex.quote(str(path))}); "
-            "nothing was changed, and --dry-run works on a read-only file.")
-    if not os.access(resolved.parent, os.W_OK | os.X_OK):
-        raise CheckpointError(
-            f"The directory {resolved.parent} is not writable by this user, and SQLite must "
-            f"create its journal (-wal, -shm or -journal) beside {path.name} to prune it: run "
-            "it as a user who may write the directory, or make it writable (chmod u+w "
-            f"{shlex.quote(str(resolved.parent))}); nothing was changed, and --dry-run works "
-            "on a read-only file.")
-    try:
-        conn = sqlite3.connect(f"{resolved.as_uri()}?mode=rw", uri=True, timeout=30,
-                               check_same_thread=False)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise CheckpointError(f"{path} is not a writable SQLite database ({exc}).") from exc
-    return require_checkpoint_tables(conn, path, tables)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -323,7 +281,7 @@ def _stage_printer(args: argparse.Namespace) -> Callable[[PruneProgress], None] 
 def _run_once(args: argparse.Namespace, policy: RetentionPolicy,
               progress: PruneProgress) -> PruneResult:
     gc = _s3_gc(args)  # S3 is checked before anything is deleted
-    conn = open_checkpoint_db(args.db, read_only=args.dry_run)
+    conn = open_checkpoint_db(args.db, writable=not args.dry_run)
     try:
         if args.threads:
             where, params = thread_scope(args.threads)
