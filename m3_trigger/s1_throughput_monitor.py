@@ -8,7 +8,7 @@ Proves, with the chat graph on SQLite behind ``InstrumentedSaver``, /metrics on 
   alerts of deploy/prometheus (rendered from config/thresholds.toml) stay quiet under a load
   paced below them and, at full speed, CheckpointWritesHigh fires and the verdict is MIGRATE NOW;
 - the wrapper's cost (put latency with and without it, side by side); the same figures sent
-  to CloudWatch (moto's, over HTTP) read back equal. ``--live`` shows shared/dashboard.py.
+  to CloudWatch (moto's, over HTTP) read back equal. ``--live`` shows ``ckpt watch``'s dashboard.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import shared.witness
 from shared import ROOT
-from shared.dashboard import CHAT_TURNS, chat_load, monitor, run_live, take_frame
 from shared.graph import build_chat_graph
 from shared.llm import OfflineChatModel
 from shared.ops import cloudwatch as cw
-from shared.ops.decide import load_thresholds, render_deploy_files
+from shared.ops.dashboard import monitor, run_live, take_frame
+from shared.ops.decide import load_thresholds
 from shared.ops.metrics import (
     CheckpointMetrics,
     InstrumentedSaver,
@@ -34,10 +34,12 @@ from shared.ops.metrics import (
     serve_metrics,
     value_of,
 )
+from shared.ops.render import render_deploy_files
 from shared.ops.window import MetricsWindow, from_url
 from shared.savers import file_bytes, open_sqlite_saver
 from shared.savers.size_guard import compare_put_latency
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.chat_load import CHAT_TURNS, chat_load
 
 
 def main(workdir: Path | None = None, seconds: float = 7.0, workers: int = 4,

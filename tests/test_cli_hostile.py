@@ -281,8 +281,8 @@ def test_inspect_thread_empty_string_is_a_thread(tmp_path: Path) -> None:
 def test_durations_are_canonical() -> None:
     from datetime import timedelta
 
+    from shared.durations import parse_duration
     from shared.errors import CheckpointError
-    from shared.ops.prune import parse_duration
 
     assert parse_duration("1d12h") == timedelta(days=1, hours=12)
     assert parse_duration("30d") == timedelta(days=30)
@@ -337,8 +337,8 @@ def test_ctrl_c_in_the_real_command_says_interrupted(tmp_path: Path) -> None:
 
 
 def test_interrupt_notes_say_what_is_kept(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.cli
-    import shared.ops.migrate_cli as migrate_cli
+    import shared.cli.inspect
+    import shared.cli.migrate as migrate_cli
 
     def ctrl_c(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
@@ -351,7 +351,7 @@ def test_interrupt_notes_say_what_is_kept(data: Path, monkeypatch: pytest.Monkey
             raise ValueError("ext_hook failed") from None
 
     db, copy = str(data / "db.sqlite"), str(data / "copy.sqlite")
-    monkeypatch.setattr(shared.cli, "inspect_threads", ctrl_c)
+    monkeypatch.setattr(shared.cli.inspect, "inspect_threads", ctrl_c)
     monkeypatch.setattr(migrate_cli, "verify", ctrl_c)
     monkeypatch.setattr(migrate_cli, "migrate", swallowed)
     for argv, note in ((["inspect", db], "nothing was changed"),

@@ -25,6 +25,8 @@ from langgraph.graph.state import CompiledStateGraph
 
 from m2_production import s4_pruning
 from shared import ROOT
+from shared.cli import main as ckpt
+from shared.cli.prune import add_prune_command, cmd_prune
 from shared.conformance import detected_capabilities, report_failures, run_conformance
 from shared.errors import CheckpointError
 from shared.ops import prune
@@ -262,7 +264,7 @@ def _digest(path: Path) -> str:
 
 
 def test_cli_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "shared.ops.prune", "--help"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "shared.cli", "prune", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for option in ("--older-than", "--keep-last", "--thread", "--dry-run", "--every", "--json"):
@@ -272,7 +274,7 @@ def test_cli_help() -> None:
 def test_cli_dry_run_json_changes_nothing(chat_db: Path, capsys: pytest.CaptureFixture[str]
                                           ) -> None:
     digest, size = _digest(chat_db), chat_db.stat().st_size
-    code = prune.prune_main([str(chat_db), "--older-than", "30d", "--keep-last", "2",
+    code = ckpt(["prune", str(chat_db), "--older-than", "30d", "--keep-last", "2",
                              "--dry-run", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -280,7 +282,7 @@ def test_cli_dry_run_json_changes_nothing(chat_db: Path, capsys: pytest.CaptureF
     assert result["kept_reasons"]["newest 2 of thread"] > 0
     assert (_digest(chat_db), chat_db.stat().st_size) == (digest, size)
 
-    code = prune.prune_main([str(chat_db), "--older-than", "30d", "--keep-last", "2", "--json"])
+    code = ckpt(["prune", str(chat_db), "--older-than", "30d", "--keep-last", "2", "--json"])
     done = json.loads(capsys.readouterr().out)
     assert code == 0 and done["checkpoints_deleted"] == result["checkpoints_deleted"]
     assert done["file_bytes_after"] < done["file_bytes_before"]
@@ -289,7 +291,7 @@ def test_cli_dry_run_json_changes_nothing(chat_db: Path, capsys: pytest.CaptureF
 
 def test_cli_every_runs_again_and_deletes_nothing(chat_db: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code = prune.prune_main([str(chat_db), "--older-than", "30d", "--every", "1s", "--runs",
+    code = ckpt(["prune", str(chat_db), "--older-than", "30d", "--every", "1s", "--runs",
                              "2", "--json"])
     runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and [r["run"] for r in runs] == [1, 2]
@@ -297,7 +299,7 @@ def test_cli_every_runs_again_and_deletes_nothing(chat_db: Path,
 
 
 def test_cli_every_stops_on_ctrl_c(chat_db: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "shared.ops.prune", str(chat_db),
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "prune", str(chat_db),
                              "--older-than", "30d", "--every", "1h", "--json"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -314,7 +316,7 @@ def test_cli_every_stops_on_ctrl_c(chat_db: Path) -> None:
 def test_cli_table_and_thread_filter(chat_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     thread = sqlite3.connect(chat_db).execute("SELECT min(thread_id) FROM checkpoints"
                                               ).fetchone()[0]
-    assert prune.prune_main([str(chat_db), "--keep-last", "1", "--thread", thread]) == 0
+    assert ckpt(["prune", str(chat_db), "--keep-last", "1", "--thread", thread]) == 0
     out = capsys.readouterr().out
     assert "checkpoints deleted" in out and "file bytes" in out
     with sqlite3.connect(chat_db) as conn:
@@ -336,7 +338,7 @@ def test_cli_table_and_thread_filter(chat_db: Path, capsys: pytest.CaptureFixtur
 def test_cli_bad_input_one_line_exit_2(chat_db: Path, capsys: pytest.CaptureFixture[str],
                                        argv: list[str], message: str) -> None:
     digest = _digest(chat_db)
-    assert prune.prune_main([str(chat_db), *argv]) == 2
+    assert ckpt(["prune", str(chat_db), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ckpt: ") and message in err and err.count("\n") == 1
     assert _digest(chat_db) == digest
@@ -353,7 +355,7 @@ def test_cli_bad_database_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     elif kind == "directory":
         path.mkdir()
     before = sorted(tmp_path.rglob("*"))
-    assert prune.prune_main([str(path), "--older-than", "30d"]) == 2
+    assert ckpt(["prune", str(path), "--older-than", "30d"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ckpt: ") and err.count("\n") == 1
     assert sorted(tmp_path.rglob("*")) == before  # nothing created
@@ -361,9 +363,9 @@ def test_cli_bad_database_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_add_prune_command_registers_on_ckpt_style_parser(chat_db: Path) -> None:
     parser = argparse.ArgumentParser(prog="ckpt")
-    prune.add_prune_command(parser.add_subparsers(dest="command", required=True))
+    add_prune_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["prune", str(chat_db), "--keep-last", "3", "--dry-run"])
-    assert args.func is prune.cmd_prune and args.keep_last == "3" and args.dry_run
+    assert args.func is cmd_prune and args.keep_last == "3" and args.dry_run
 
 
 def test_ckpt_prune_gc_s3_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -411,7 +413,7 @@ def test_ckpt_prune_gc_s3_without_endpoint(chat_db: Path, monkeypatch: pytest.Mo
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("S3_ENDPOINT_URL", raising=False)
     digest = _digest(chat_db)
-    assert prune.prune_main([str(chat_db), "--keep-last", "2", "--gc-s3"]) == 2
+    assert ckpt(["prune", str(chat_db), "--keep-last", "2", "--gc-s3"]) == 2
     err = capsys.readouterr().err
     assert "--gc-s3 needs S3_ENDPOINT_URL" in err and err.count("\n") == 1
     assert _digest(chat_db) == digest

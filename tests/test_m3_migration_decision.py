@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from m3_trigger import s2_migration_decision
 from shared import ROOT
+from shared.cli import main as ckpt
+from shared.cli.decide import parse_window
 from shared.errors import CheckpointError
 from shared.ops.decide import (
     MIGRATE_NOW,
@@ -30,7 +32,6 @@ from shared.ops.decide import (
     load_thresholds,
     write_thresholds,
 )
-from shared.ops.decide_cli import decide_main, parse_window
 from shared.ops.metrics import scrape, serve_metrics
 from shared.ops.window import MetricsWindow, WindowStats, from_registry
 from shared.workloads.paced import (
@@ -83,7 +84,7 @@ def test_script_help_and_import_without_side_effects(tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert "--light-seconds" in run.stdout and "--file-mb" in run.stdout
-    code = "import m3_trigger.s2_migration_decision, shared.ops.decide_cli, shared.workloads.paced"
+    code = "import m3_trigger.s2_migration_decision, shared.cli.decide, shared.workloads.paced"
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
@@ -234,7 +235,7 @@ def test_every_decision_is_one_json_line(tmp_path: Path) -> None:
 # --- ckpt decide ---------------------------------------------------------------------------------
 
 def run_decide(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = decide_main(list(argv))
+    code = ckpt(["decide", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -323,8 +324,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path,
         ([str(text)], "is not a SQLite database"),
         ([str(empty_db)], "has no LangGraph checkpoint tables"),
         ([str(tmp_path / "missing.sqlite")], "does not exist"),
-        ([str(good), "--window", "soon"], "is not a positive duration"),
-        ([str(good), "--window", "0s"], "is not a positive duration"),
+        ([str(good), "--window", "soon"], "is not a duration"),
+        ([str(good), "--window", "0s"], "must be longer than zero"),
         ([str(good), "--servers", "0"], "must be a whole number of 1 or more"),
         ([str(good), "--log", str(tmp_path / "no" / "log.jsonl")], "does not exist"),
         ([str(good), "--config", str(tmp_path / "bad.toml")], "is not valid TOML"),

@@ -30,19 +30,13 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from rich.console import Console
 
 from m3_trigger import s1_throughput_monitor
-from shared import ROOT, dashboard
+from shared import ROOT
 from shared.conformance import detected_capabilities, report_failures, run_conformance
 from shared.errors import CheckpointError
 from shared.graph import build_chat_graph
 from shared.llm import OfflineChatModel
-from shared.ops.decide import (
-    DASHBOARD_FILE,
-    RULES_FILE,
-    decide,
-    evaluate_alerts,
-    load_thresholds,
-    render_deploy_files,
-)
+from shared.ops import dashboard
+from shared.ops.decide import decide, evaluate_alerts, load_thresholds
 from shared.ops.metrics import (
     CheckpointMetrics,
     InstrumentedSaver,
@@ -51,6 +45,7 @@ from shared.ops.metrics import (
     serve_metrics,
     value_of,
 )
+from shared.ops.render import DASHBOARD_FILE, RULES_FILE, render_deploy_files
 from shared.ops.window import MetricsWindow, WindowStats, from_registry, histogram_quantile
 from shared.savers import open_sqlite_saver
 from shared.savers.wrapper import claimed_capabilities
@@ -370,10 +365,14 @@ def test_run_live_until_stopped(tmp_path: Path) -> None:
     assert "checkpoint traffic" in out.getvalue()  # not a terminal: the last frame, printed
 
 
-def test_dashboard_command_refuses_a_bad_config(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exited:
-        dashboard.main(["http://127.0.0.1:9/metrics", "--config", str(tmp_path / "no.toml")])
-    assert exited.value.code == 2
+def test_watch_command_refuses_a_bad_config(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main as ckpt
+
+    assert ckpt(["watch", "http://127.0.0.1:9/metrics", "--config",
+                 str(tmp_path / "no.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ckpt: ") and err.count("\n") == 1 and "no.toml" in err, err
 
 
 # --- the deploy files ------------------------------------------------------------------------
@@ -381,7 +380,7 @@ def test_dashboard_command_refuses_a_bad_config(tmp_path: Path) -> None:
 def test_deploy_files_match_config_and_load() -> None:
     th = load_thresholds()
     for path, text in render_deploy_files().items():
-        assert path.read_text() == text, f"{path} is stale: python -m shared.ops.decide render"
+        assert path.read_text() == text, f"{path} is stale: run ckpt render"
     rules = {r["alert"]: r for r in yaml.safe_load(RULES_FILE.read_text())["groups"][0]["rules"]}
     assert set(rules) == {"CheckpointWriteErrorRateHigh", "CheckpointWritesHigh"}
     assert rules["CheckpointWritesHigh"]["expr"].endswith(f"> {th.alert_writes_per_s:g}")

@@ -15,6 +15,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import END, START, StateGraph
 
 from m4_postgres import s3_migrate
+from shared.cli import main as ckpt
 from shared.graph import Ledger, build_chat_graph
 from shared.infra.postgres import create_database
 from shared.ops.migrate import (
@@ -26,7 +27,6 @@ from shared.ops.migrate import (
     thread_ids,
     verify,
 )
-from shared.ops.migrate_cli import main as ckpt
 from shared.savers import open_sqlite_saver
 from shared.workloads.demo import build_demo_source
 

@@ -85,7 +85,7 @@ def _on_disk(db: Path) -> int:
 
 def _prune(*argv: str, env: dict[str, str] | None = None, prefix: list[str] | None = None,
            ) -> subprocess.Popen[str]:
-    return subprocess.Popen([*(prefix or []), sys.executable, "-m", "shared.ops.prune", *argv],
+    return subprocess.Popen([*(prefix or []), sys.executable, "-m", "shared.cli", "prune", *argv],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

@@ -21,14 +21,9 @@ from rich.table import Table
 from shared.errors import (
     NOTHING_CHANGED,
     CheckpointError,
-    OneLineArgumentParser,
     on_interrupt,
-    run_command,
 )
-from shared.ops.decide_cli import add_decide_command
 from shared.ops.files import open_checkpoint_db
-from shared.ops.migrate_cli import add_migrate_commands
-from shared.ops.prune import add_prune_command
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
 MAX_LARGEST = 1_000_000
@@ -115,28 +110,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="ckpt", description="Inspect and operate LangGraph "
-                                     "checkpoint databases.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("inspect", help="list threads, or one thread's checkpoint history",
-                       description="Read-only view of a SqliteSaver database.")
-    p.add_argument("db", type=Path, help="path of the SQLite checkpoint file")
+def add_inspect_command(subparsers: Any) -> None:
+    """Register ``inspect`` on the ``ckpt`` command's subparsers."""
+    p = subparsers.add_parser(
+        "inspect", help="list threads, or one thread's checkpoint history",
+        description="Read-only view of a SqliteSaver database: bytes by table, the file's "
+        "size, threads, the largest checkpoints; or one thread's history.",
+        epilog="Exit status 0 when done, 2 on bad input (nothing is ever changed).")
+    p.add_argument("db", metavar="DB", type=Path, help="path of the SQLite checkpoint file")
     p.add_argument("--thread", help="show this thread's checkpoints, newest first")
     p.add_argument("--largest", type=int, default=5, metavar="N",
                    help="how many of the largest checkpoints to list (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_inspect)
-    add_prune_command(sub)
-    add_decide_command(sub)
-    add_migrate_commands(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(args.func, args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

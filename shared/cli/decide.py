@@ -20,10 +20,7 @@ import argparse
 import json
 import re
 import sqlite3
-import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +28,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from shared.durations import parse_duration
 from shared.errors import (
     NOTHING_CHANGED,
     CheckpointError,
-    OneLineArgumentParser,
     on_interrupt,
-    run_command,
 )
 from shared.infra.urls import mask_url
 from shared.ops.decide import (
@@ -47,34 +43,19 @@ from shared.ops.decide import (
     SUFFICIENT,
     Decision,
     Thresholds,
-    decide,
     load_thresholds,
 )
-from shared.ops.files import open_checkpoint_db
-from shared.ops.metrics import Samples, metrics_request, scrape
-from shared.ops.window import MetricsWindow, Source, WindowStats
-from shared.savers.retention import uuid6_at, uuid6_time
-from shared.savers.sqlite import file_bytes
+from shared.ops.decide_sources import decide_file, decide_urls
+from shared.ops.metrics import metrics_request
 
-NO_ERRORS_IN_FILE = ("a database file keeps no record of failed writes: run ckpt decide "
-                     "against the service's /metrics URL to judge lock errors")
 VERDICT_STYLE = {MIGRATE_NOW: "bold white on red", MIGRATE_SOON: "bold black on yellow",
                  SUFFICIENT: "bold white on green", NO_DATA: "bold white on grey37"}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
-MAX_WINDOW_S = 366 * 86_400  # a year of checkpoint ids; beyond, dates overflow
+MAX_WINDOW_DAYS = 366  # a year of checkpoint ids; beyond, dates overflow
 
 
 def parse_window(text: str) -> float:
-    """``"5s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or plain seconds -> seconds (positive)."""
-    m = _DURATION.fullmatch(text)
-    seconds = float(m[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m[2] or "s"] if m else 0
-    if not m or seconds <= 0:
-        raise CheckpointError(f"--window {text!r} is not a positive duration: write it like "
-                              "5s, 500ms, 2m or 1h.")
-    if seconds > MAX_WINDOW_S:
-        raise CheckpointError(f"--window {text!r} is longer than 366 days: give a window such "
-                              "as 5s, 2m or 1h.")
-    return seconds
+    """``--window``: a duration (``5s``, ``500ms``, ``2m``, ``1h``; bare seconds) in seconds."""
+    return parse_duration(text, "--window", max_days=MAX_WINDOW_DAYS).total_seconds()
 
 
 def plain(text: str) -> str:
@@ -105,77 +86,6 @@ def check_log_file(path: Path) -> Path:
 
 # --- a /metrics URL: two scrapes, one window apart ---------------------------------------------
 
-def _checked_source(url: str) -> Source:
-    def source() -> Samples:
-        samples = scrape(url)
-        if not any(name == "ckpt_writes_total" for name, _ in samples):
-            raise CheckpointError(f"{mask_url(url)} serves Prometheus metrics but no "
-                                  "ckpt_writes_total: "
-                                  "wrap the service's saver in InstrumentedSaver and serve "
-                                  "its registry there.")
-        return samples
-    return source
-
-
-def decide_urls(urls: list[str], window_s: float, th: Thresholds,
-                console: Console | None = None) -> Decision:
-    """Scrape every URL (summed, as ``sum(rate())``), wait ``window_s``, scrape again, decide."""
-    window = MetricsWindow([_checked_source(u) for u in urls], window_s)
-    window.sample()
-    if console is not None:
-        with console.status(f"watching {len(urls)} endpoint(s) for {window_s:g} s..."):
-            time.sleep(window_s)
-    else:
-        time.sleep(window_s)
-    window.sample()
-    decision = decide(window.stats(), th.with_(window_s=window_s))
-    decision.inputs["source"] = {"kind": "metrics", "urls": [mask_url(u) for u in urls]}
-    return decision
-
-
-# --- a database file: read-only, its size and its checkpoint ids -------------------------------
-
-def file_window(path: Path, window_s: float, now: float | None = None,
-                ) -> tuple[WindowStats, dict[str, Any]]:
-    """The last ``window_s`` seconds of a database file, dated by its checkpoint ids.
-
-    Writes are counted as the metrics count them: each checkpoint (a ``put``) plus each
-    task's batch of writes (a ``put_writes``), dated by the checkpoint id they belong to.
-    Returns the stats and what was counted (puts, put_writes, the newest checkpoint's age).
-    """
-    now = time.time() if now is None else now
-    lower = uuid6_at(datetime.fromtimestamp(now - window_s, UTC))
-    since = datetime.fromtimestamp(now - window_s, UTC)
-    conn = open_checkpoint_db(path, other="a /metrics URL")
-    try:  # the string bound uses the primary key; uuid6_time drops ids that are not uuid6
-        ids = [r[0] for r in conn.execute(
-            "SELECT checkpoint_id FROM checkpoints WHERE checkpoint_id >= ?", (lower,))]
-        batches = [r[2] for r in conn.execute(
-            "SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id, task_id FROM writes "
-            "WHERE checkpoint_id >= ?", (lower,))]
-        newest = conn.execute("SELECT max(checkpoint_id) FROM checkpoints").fetchone()[0]
-    finally:
-        conn.close()
-    puts = sum((t := uuid6_time(i)) is not None and t >= since for i in ids)
-    put_writes = sum((t := uuid6_time(i)) is not None and t >= since for i in batches)
-    writes = float(puts + put_writes)
-    newest_at = uuid6_time(newest) if newest else None
-    counted = {"puts": puts, "put_writes": put_writes, "newest_checkpoint_age_s":
-               now - newest_at.timestamp() if newest_at else None}
-    return WindowStats(window_s=window_s, span_s=window_s, writes=writes, errors=0.0, locked=0.0,
-                       writes_per_s=writes / window_s, error_rate=0.0, p50_ms=None,
-                       p99_ms=None, db_bytes=float(file_bytes(path))), counted
-
-
-def decide_file(path: Path, window_s: float, th: Thresholds) -> Decision:
-    """Decide on a database file: size from disk, writes from ids; errors not observable."""
-    stats, counted = file_window(path, window_s)
-    decision = decide(stats, th.with_(window_s=window_s), {"error_rate": NO_ERRORS_IN_FILE})
-    decision.inputs["source"] = {"kind": "sqlite_file", "path": str(path), **counted}
-    return decision
-
-
-# --- the command -------------------------------------------------------------------------------
 
 def _thresholds(args: argparse.Namespace) -> Thresholds:
     th = load_thresholds(args.config)
@@ -221,7 +131,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     kind = _check_targets(args.target)
     th = _thresholds(args)
     window_s = parse_window(args.window) if args.window is not None else th.window_s
-    if window_s > MAX_WINDOW_S:  # from the config file
+    if window_s > MAX_WINDOW_DAYS * 86_400:  # from the config file
         raise CheckpointError(f"The decision window_s {window_s:g} in {args.config} is longer "
                               "than 366 days: set it to seconds such as 300.")
     if args.log is not None:
@@ -282,13 +192,3 @@ def add_decide_command(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def decide_main(argv: list[str] | None = None) -> int:
-    """``ckpt decide`` on its own: exit 0 with a decision, 2 with one sentence on bad input."""
-    parser = OneLineArgumentParser(prog="ckpt")
-    add_decide_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["decide", *(sys.argv[1:] if argv is None else argv)])
-    return run_command(args.func, args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(decide_main())

@@ -8,22 +8,17 @@ evaluates the same two alerts as the Prometheus rules (``decide.evaluate_alerts`
 migrate-or-not decision (``decide.decide``), and redraws one frame. ``render_frame`` is a
 pure function of those three, so a test can render it with ``Console(record=True)``.
 
-``chat_load`` is the load lesson 3.1 watches: chat turns on the shared graph from several
-threads, flat out or paced. ``python -m shared.dashboard URL ...`` watches any running
-service's /metrics endpoints until Ctrl-C.
+``ckpt watch URL ...`` (``shared.cli.watch``) watches any running service's /metrics
+endpoints until Ctrl-C.
 """
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-from langgraph.graph.state import CompiledStateGraph
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -40,9 +35,8 @@ from shared.ops.decide import (
     Thresholds,
     decide,
     evaluate_alerts,
-    load_thresholds,
 )
-from shared.ops.window import MetricsWindow, WindowStats, from_url
+from shared.ops.window import MetricsWindow, WindowStats
 
 VERDICT_STYLE = {MIGRATE_NOW: "bold white on red", MIGRATE_SOON: "bold black on yellow",
                  SUFFICIENT: "bold white on green", NO_DATA: "bold white on grey37"}
@@ -142,64 +136,3 @@ def run_live(window: MetricsWindow, thresholds: Thresholds, stop: threading.Even
     if not console.is_terminal:
         console.line()  # rich ends the last frame without a newline when not on a terminal
     return frames
-
-
-# --- a load to watch ----------------------------------------------------------------------
-
-CHAT_TURNS = ("Hi, my name is Alice.", "I live in Lisbon.", "What is my name?",
-              "Where do I live?")
-
-
-def chat_load(graph: CompiledStateGraph, tag: str, seconds: float, workers: int = 1,
-              conversations: int = 100, turns_per_s: float | None = None,
-              ) -> tuple[int, list[str]]:
-    """Chat turns for ``seconds`` from ``workers`` threads; returns (turns, error texts).
-
-    Worker ``k`` owns conversations ``tag-k``, ``tag-(k+workers)``, ... so no two threads
-    write one thread's history at once. ``turns_per_s`` paces all workers together.
-    """
-    done, errors, end = [0] * workers, [], time.perf_counter() + seconds
-
-    def work(k: int) -> None:
-        mine, start = range(k, conversations, workers), time.perf_counter()
-        while (now := time.perf_counter()) < end:
-            if turns_per_s and now < start + done[k] * workers / turns_per_s:
-                time.sleep(0.002)  # ahead of the pace
-                continue
-            n = done[k]
-            text = CHAT_TURNS[n // len(mine) % len(CHAT_TURNS)]
-            try:
-                graph.invoke({"messages": [("user", text)]},
-                             {"configurable": {"thread_id": f"{tag}-{mine[n % len(mine)]}"}})
-            except Exception as exc:  # counted and reported, never hidden
-                errors.append(f"{type(exc).__name__}: {exc}")
-            done[k] += 1
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, range(workers)))
-    return sum(done), errors
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Watch running services: ``python -m shared.dashboard http://127.0.0.1:9464/metrics``."""
-    parser = argparse.ArgumentParser(prog="python -m shared.dashboard", description=(
-        "Live checkpoint dashboard over one or more /metrics endpoints (summed)."))
-    parser.add_argument("urls", nargs="+", help="/metrics URLs of the services to watch")
-    parser.add_argument("--config", type=Path, default=None, help="thresholds TOML file")
-    parser.add_argument("--refresh", type=float, default=0.5, help="seconds between frames")
-    args = parser.parse_args(argv)
-    try:
-        th = load_thresholds(args.config)
-    except CheckpointError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    stop = threading.Event()
-    try:
-        run_live(MetricsWindow([from_url(u) for u in args.urls], th.window_s), th, stop,
-                 args.refresh)
-    except KeyboardInterrupt:
-        stop.set()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,7 +20,6 @@ import argparse
 import json
 import re
 import sqlite3
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -45,9 +44,7 @@ from rich.table import Table
 from shared.errors import (
     NOTHING_CHANGED,
     CheckpointError,
-    OneLineArgumentParser,
     on_interrupt,
-    run_command,
 )
 from shared.infra.postgres import check_url
 from shared.infra.urls import mask_url, redact
@@ -340,15 +337,3 @@ def add_migrate_commands(subparsers: Any) -> None:
                    help="how many differences to list (default 5)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=cmd_verify)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``ckpt migrate`` / ``ckpt verify`` on their own (before shared/cli.py registers them)."""
-    parser = OneLineArgumentParser(prog="ckpt", description=__doc__.split("\n\n")[0])
-    add_migrate_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run_command(args.func, args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
