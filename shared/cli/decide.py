@@ -35,12 +35,9 @@ from shared.errors import (
     on_interrupt,
 )
 from shared.infra.urls import mask_url
+from shared.ops.dashboard import VERDICT_STYLE
 from shared.ops.decide import (
     CONFIG,
-    MIGRATE_NOW,
-    MIGRATE_SOON,
-    NO_DATA,
-    SUFFICIENT,
     Decision,
     Thresholds,
     load_thresholds,
@@ -48,8 +45,6 @@ from shared.ops.decide import (
 from shared.ops.decide_sources import decide_file, decide_urls
 from shared.ops.metrics import metrics_request
 
-VERDICT_STYLE = {MIGRATE_NOW: "bold white on red", MIGRATE_SOON: "bold black on yellow",
-                 SUFFICIENT: "bold white on green", NO_DATA: "bold white on grey37"}
 MAX_WINDOW_DAYS = 366  # a year of checkpoint ids; beyond, dates overflow
 
 
