@@ -67,15 +67,6 @@ def _checkpoint_rows(db: Path) -> int:
     return n
 
 
-def _refused(attempt: Any) -> str | None:
-    """Run ``attempt``; return the NothingToResume message, or None if it was not refused."""
-    try:
-        attempt()
-    except NothingToResume as exc:
-        return str(exc)
-    return None
-
-
 def main(workdir: Path | None = None) -> Witness:
     w = Witness("1.4", "Human-in-the-loop across processes")
     wd = fresh_workdir(workdir, "m1_s4_human_in_the_loop")
@@ -116,8 +107,8 @@ def main(workdir: Path | None = None) -> Witness:
     rows_before = _checkpoint_rows(db)
     with open_sqlite_saver(db) as saver:
         graph = build_approval_graph(saver, ledger, "interrupt_before")
-        done = _refused(lambda: resume(graph, {"configurable": {"thread_id": "refund-static"}}))
-        unknown = _refused(lambda: resume(graph, {"configurable": {"thread_id": "no-such"}}))
+        done = refusal(lambda: resume(graph, thread_config("refund-static")), NothingToResume)
+        unknown = refusal(lambda: resume(graph, thread_config("no-such")), NothingToResume)
     w.show(f"resume a finished thread -> {done}")
     w.show(f"resume an unknown thread -> {unknown}")
     w.metric("finished_resume_refused", done is not None, target="== yes")

@@ -38,23 +38,19 @@ DOC = "quarterly-report-2026.pdf"
 TARGET = "m1_foundation.s5_fault_tolerance"
 
 
-def _config(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
-
-
 def run_pipeline(db: str, ledger: str, thread: str, step_seconds: float) -> dict[str, Any]:
     """The run that gets killed: start the pipeline on ``thread``."""
     with open_sqlite_saver(db) as saver:
         graph = build_pipeline_graph(saver, Ledger(Path(ledger)), step_seconds)
-        return graph.invoke({"doc": DOC, "completed": []}, _config(thread), durability="sync")
+        return graph.invoke({"doc": DOC, "completed": []}, thread_config(thread), durability="sync")
 
 
 def resume_pipeline(db: str, ledger: str, thread: str, step_seconds: float) -> dict[str, Any]:
     """The recovery, in a new process: ``invoke(None, config)`` on the same thread."""
     with open_sqlite_saver(db) as saver:
         graph = build_pipeline_graph(saver, Ledger(Path(ledger)), step_seconds)
-        before = graph.get_state(_config(thread))
-        out = resume(graph, _config(thread), durability="sync")
+        before = graph.get_state(thread_config(thread))
+        out = resume(graph, thread_config(thread), durability="sync")
     return {"resumed_at": list(before.next), "committed": before.values.get("completed", []),
             **out}
 
@@ -63,9 +59,9 @@ def _committed(db: Path, ledger: Ledger, thread: str) -> list[str] | None:
     """Steps whose result is in the database now; None if the thread has no checkpoint."""
     with open_sqlite_saver(db) as saver:
         graph = build_pipeline_graph(saver, ledger)
-        if saver.get_tuple(_config(thread)) is None:
+        if saver.get_tuple(thread_config(thread)) is None:
             return None
-        return list(graph.get_state(_config(thread)).values.get("completed", []))
+        return list(graph.get_state(thread_config(thread)).values.get("completed", []))
 
 
 def _wait_for(ledger: Ledger, thread: str, step: str, event: str, timeout: float = 60) -> None:
@@ -114,7 +110,7 @@ def _headline(w: Witness, db: Path, ledger: Ledger, step_seconds: float) -> None
 
     with open_sqlite_saver(db) as saver:  # a finished thread has nothing to resume
         try:
-            resume(build_pipeline_graph(saver, ledger), _config(thread))
+            resume(build_pipeline_graph(saver, ledger), thread_config(thread))
             refused = False
         except NothingToResume as exc:
             refused = True
@@ -147,9 +143,9 @@ def _random_kills(w: Witness, db: Path, ledger: Ledger, kills: int, seed: int,
 
             with open_sqlite_saver(db) as saver:
                 graph = build_pipeline_graph(saver, ledger, step_seconds)
-                snap = graph.get_state(_config(thread))
+                snap = graph.get_state(thread_config(thread))
                 writes_without_checkpoint += bool(snap.tasks) and not snap.next
-                out = run_or_resume(graph, _config(thread), {"doc": DOC, "completed": []},
+                out = run_or_resume(graph, thread_config(thread), {"doc": DOC, "completed": []},
                                     durability="sync")
             starts = ledger.count(thread, "start")
             recommitted += sum(starts[s] > 1 for s in committed)

@@ -13,7 +13,6 @@ row of ``checkpoints`` and ``writes``. S3 is moto's HTTP server on 127.0.0.1 (or
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any, TypedDict
@@ -22,6 +21,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 
 import shared.witness
+from shared.errors import refusal
 from shared.infra.s3 import s3_client, s3_server, unreachable_settings
 from shared.savers import (
     file_bytes,
@@ -31,12 +31,9 @@ from shared.savers import (
     stored_bytes,
 )
 from shared.savers import offload as off
+from shared.threads import thread_config
 from shared.witness import Witness, fresh_workdir
-
-
-def fake_pdf(size: int, seed: int = 22) -> bytes:
-    """Seeded random bytes behind a PDF header: incompressible, the same on every run."""
-    return b"%PDF-1.7\n" + random.Random(seed).randbytes(size - 9)
+from shared.workloads.payloads import fake_pdf
 
 
 class Doc(TypedDict, total=False):
@@ -55,19 +52,6 @@ def summarize(state: Doc) -> dict[str, Any]:
 def build_doc_graph(checkpointer: Any, *steps: Any) -> Any:
     builder = StateGraph(Doc).add_sequence(list(steps))
     return builder.add_edge(START, steps[0].__name__).compile(checkpointer=checkpointer)
-
-
-def _refusal(fn: Any, kind: type[Exception]) -> str:
-    """The message of the ``kind`` error ``fn`` raised; empty if it raised none."""
-    try:
-        fn()
-    except kind as exc:
-        return str(exc)
-    return ""
-
-
-def cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
 
 
 def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 200,
@@ -93,49 +77,49 @@ def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 20
 
         with open_sqlite_saver(wd / "node_pattern.sqlite") as saver:
             out = build_doc_graph(saver, upload, summarize).invoke(
-                {"name": "report.pdf", "path": str(wd / "report.pdf")}, cfg("pdf"))
+                {"name": "report.pdf", "path": str(wd / "report.pdf")}, thread_config("pdf"))
             node_pattern = stored_bytes(saver.conn, "pdf")
         w.show(f"node pattern: {out['summary']}")
 
         # --- production: the bytes ride in state; plain vs offloading serializer ----------
         with open_sqlite_saver(wd / "plain.sqlite") as saver:
-            build_doc_graph(saver, summarize).invoke(doc, cfg("pdf"))
+            build_doc_graph(saver, summarize).invoke(doc, thread_config("pdf"))
             plain = stored_bytes(saver.conn, "pdf")
             plain_rows = row_counts(saver.conn, "pdf")
         serde = off.OffloadingSerializer(store=store)
         with open_sqlite_saver(wd / "offload.sqlite", serde=serde) as saver:
             graph = build_doc_graph(saver, summarize)
-            graph.invoke(doc, cfg("pdf"))
+            graph.invoke(doc, thread_config("pdf"))
             offload, upload_ms = stored_bytes(saver.conn, "pdf"), 1000 * store.upload_seconds[0]
             files = [file_bytes(wd / f, fold_wal=True) for f in ("plain.sqlite", "offload.sqlite")]
             for i in range(1, threads):  # more checkpoints holding the same file: one object
-                graph.invoke(doc, cfg(f"pdf-{i}"))
+                graph.invoke(doc, thread_config(f"pdf-{i}"))
             holding = saver.conn.execute("SELECT count(*) FROM checkpoints WHERE instr(checkpoint,"
                                          " ?)", (off.sha256_hex(pdf).encode(),)).fetchone()[0]
             added, uploads = set(store.keys()) - keys_before, store.uploads
             largest = max(largest_row_bytes(saver.conn, t) for t in ("checkpoints", "writes"))
-            checkpoint = saver.get_tuple(cfg("pdf")).checkpoint
+            checkpoint = saver.get_tuple(thread_config("pdf")).checkpoint
             p99 = off.dumps_p99_ms(serde, checkpoint, dumps_calls)
             asking = off.OffloadingSerializer(store=off.S3BlobStore(client, s3.bucket, known_ttl=0))
             p99_head = off.dumps_p99_ms(asking, checkpoint, max(20, dumps_calls // 5))
             p99_plain = off.dumps_p99_ms(JsonPlusSerializer(), checkpoint, dumps_calls)
             ref = serde.dumps_typed(pdf)[1]
             # Bytes that do not match their hash: overwrite the object behind a reference.
-            graph.invoke({"name": "notes.pdf", "pdf": notes}, cfg("tampered"))
+            graph.invoke({"name": "notes.pdf", "pdf": notes}, thread_config("tampered"))
             notes_key = store.key(off.sha256_hex(notes))
             client.put_object(Bucket=s3.bucket, Key=notes_key, Body=b"%PDF-1.7 something else")
-            tampered = _refusal(lambda: graph.get_state(cfg("tampered")), off.BlobIntegrityError)
+            tampered = (refusal(lambda: graph.get_state(thread_config("tampered")), off.BlobIntegrityError) or "")
             client.delete_object(Bucket=s3.bucket, Key=notes_key)
 
         # A row naming another bucket (hand-edited, or from another deployment).
         row = JsonPlusSerializer().dumps_typed(
             {"pdf": {off.BLOB_KEY: f"s3://not-ours/sha256/{off.sha256_hex(pdf)}"}})
-        foreign = _refusal(lambda: serde.loads_typed(row), off.ForeignBucketError)
+        foreign = (refusal(lambda: serde.loads_typed(row), off.ForeignBucketError) or "")
 
         # --- byte-exact, read back from the file by a fresh client with nothing cached -----
         fresh = off.OffloadingSerializer(store=off.S3BlobStore(s3_client(s3), s3.bucket))
         with open_sqlite_saver(wd / "offload.sqlite", serde=fresh) as saver:
-            saved = list(saver.list(cfg("pdf")))  # the input checkpoint holds it in __start__
+            saved = list(saver.list(thread_config("pdf")))  # the input checkpoint holds it in __start__
             values = [t.checkpoint["channel_values"] for t in saved]
             exact = all(v.get("pdf", v.get("__start__", {}).get("pdf")) == pdf for v in values)
             exact &= all(v == pdf for t in saved for _, ch, v in t.pending_writes if ch == "pdf")
@@ -144,10 +128,10 @@ def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 20
     down = off.OffloadingSerializer(store=off.S3BlobStore.from_settings(unreachable_settings()))
     with open_sqlite_saver(wd / "s3_down.sqlite", serde=down) as saver:
         graph, started = build_doc_graph(saver, summarize), time.perf_counter()
-        down_error = _refusal(lambda: graph.invoke(doc, cfg("sync"), durability="sync"),
-                              off.BlobStoreUnavailable)
+        down_error = refusal(lambda: graph.invoke(doc, thread_config("sync"), durability="sync"),
+                             off.BlobStoreUnavailable) or ""
         down_seconds = round(time.perf_counter() - started, 3)
-        _refusal(lambda: graph.invoke(doc, cfg("async")), off.BlobStoreUnavailable)
+        refusal(lambda: graph.invoke(doc, thread_config("async")), off.BlobStoreUnavailable)
         down_rows = row_counts(saver.conn, "sync")
         async_rows = row_counts(saver.conn, "async")
 

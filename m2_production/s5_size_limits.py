@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -32,6 +31,7 @@ from shared.savers.size_guard import (
     sqlite_blob_audit,
 )
 from shared.witness import Witness, fresh_workdir
+from shared.workloads.payloads import random_bytes
 
 
 class State(TypedDict, total=False):
@@ -41,11 +41,8 @@ class State(TypedDict, total=False):
     attachment: bytes
 
 
+SEED = 25  # the attachment: seeded and incompressible
 NODE_RETURNED = "-- attach returned --"
-
-
-def payload(size: int) -> bytes:
-    return random.Random(25).randbytes(size)  # seeded and incompressible
 
 
 def head_id(snapshot: Any) -> str:
@@ -63,7 +60,7 @@ def main(workdir: Path | None = None, limit_mib: float = 10.0, warn_mib: float =
         return {"note": f"attachment of {state['size']:,} bytes requested"}
 
     def attach(state: State) -> dict[str, Any]:
-        data = payload(state["size"])
+        data = random_bytes(state["size"], SEED)
         trace.append(NODE_RETURNED)  # statements after this one come from the refusal
         return {"attachment": data}
 
@@ -99,7 +96,7 @@ def main(workdir: Path | None = None, limit_mib: float = 10.0, warn_mib: float =
         graph.invoke({"request": "photo.png", "size": int(warned_mib * MIB)}, mid)
         graph.invoke(None, mid)
         warned = [r for r in logged if r.levelno == logging.WARNING]
-        intact = graph.get_state(mid).values.get("attachment") == payload(int(warned_mib * MIB))
+        intact = graph.get_state(mid).values.get("attachment") == random_bytes(int(warned_mib * MIB), SEED)
         audit = sqlite_blob_audit(conn, limit)
 
         # --- the guard's cost on a normal put, interleaved in one run -----------------

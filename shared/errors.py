@@ -42,6 +42,18 @@ _state = threading.local()
 NOTHING_CHANGED = "nothing was changed"
 
 
+def refusal(attempt: Callable[[], object],
+            kind: type[BaseException] | tuple[type[BaseException], ...] = CheckpointError
+            ) -> str | None:
+    """Run ``attempt``: the message of the ``kind`` error it raised, or None if it raised none
+    (how a lesson shows the one sentence a bad input gets)."""
+    try:
+        attempt()
+    except kind as exc:
+        return str(exc)
+    return None
+
+
 def on_interrupt(note: str) -> None:
     """Say what a Ctrl-C from now on leaves behind and how to resume; ``run_command`` prints
     it after "interrupted". Call it again when that changes (e.g. once writing begins)."""

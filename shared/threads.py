@@ -16,6 +16,11 @@ from langgraph.types import Command
 from shared.errors import CheckpointError, NothingToResume
 
 
+def thread_config(thread_id: str, **configurable: Any) -> dict[str, Any]:
+    """``{"configurable": {"thread_id": ...}}``: the config that names a thread."""
+    return {"configurable": {"thread_id": thread_id, **configurable}}
+
+
 def _checkpointer(graph: CompiledStateGraph) -> BaseCheckpointSaver:
     saver = graph.checkpointer
     if not isinstance(saver, BaseCheckpointSaver):
