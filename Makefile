@@ -33,8 +33,8 @@ m4: setup  ## Milestone 4: PostgreSQL (provisioning, schema, migration, cutover,
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
 	$(PY) -m shared.runner all --readme
 
-test: setup  ## the test suite (what CI runs)
-	$(PY) -m pytest
+test: setup  ## the test suite (what CI runs), then line coverage of shared/
+	$(PY) -m pytest --cov=shared --cov-report=term-missing:skip-covered
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .
