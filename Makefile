@@ -36,8 +36,8 @@ all: setup  ## every milestone, then reports/witnesses.{json,md} and the README 
 bench: setup  ## long measurements: reports/bench.json and PNG charts (about 5 minutes)
 	$(PY) -m shared.benchmarks
 
-test: setup  ## the test suite (what CI runs)
-	$(PY) -m pytest
+test: setup  ## the test suite (what CI runs), then line coverage of shared/
+	$(PY) -m pytest --cov=shared --cov-report=term-missing:skip-covered
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .

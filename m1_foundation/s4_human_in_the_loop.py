@@ -22,11 +22,11 @@ from typing import Any, Literal
 from langgraph.types import Command
 
 import shared.witness
-from shared.errors import NothingToResume
+from shared.errors import NothingToResume, refusal
 from shared.graph import Ledger, build_approval_graph
 from shared.proc import run_child
 from shared.savers import open_sqlite_saver
-from shared.threads import resume
+from shared.threads import resume, thread_config
 from shared.witness import Witness, fresh_workdir
 
 REQUEST = "Refund order 1042 for 250 EUR"

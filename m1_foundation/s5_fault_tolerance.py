@@ -31,7 +31,7 @@ from shared.errors import NothingToResume
 from shared.graph import PIPELINE_STEPS, Ledger, build_pipeline_graph, expected_pipeline_output
 from shared.proc import fork_child, run_child, start_child
 from shared.savers import open_sqlite_saver
-from shared.threads import resume, run_or_resume
+from shared.threads import resume, run_or_resume, thread_config
 from shared.witness import Witness, fresh_workdir
 
 DOC = "quarterly-report-2026.pdf"
@@ -42,7 +42,8 @@ def run_pipeline(db: str, ledger: str, thread: str, step_seconds: float) -> dict
     """The run that gets killed: start the pipeline on ``thread``."""
     with open_sqlite_saver(db) as saver:
         graph = build_pipeline_graph(saver, Ledger(Path(ledger)), step_seconds)
-        return graph.invoke({"doc": DOC, "completed": []}, thread_config(thread), durability="sync")
+        return graph.invoke({"doc": DOC, "completed": []}, thread_config(thread),
+                            durability="sync")
 
 
 def resume_pipeline(db: str, ledger: str, thread: str, step_seconds: float) -> dict[str, Any]:

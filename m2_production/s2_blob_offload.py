@@ -108,7 +108,8 @@ def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 20
             graph.invoke({"name": "notes.pdf", "pdf": notes}, thread_config("tampered"))
             notes_key = store.key(off.sha256_hex(notes))
             client.put_object(Bucket=s3.bucket, Key=notes_key, Body=b"%PDF-1.7 something else")
-            tampered = (refusal(lambda: graph.get_state(thread_config("tampered")), off.BlobIntegrityError) or "")
+            tampered = refusal(lambda: graph.get_state(thread_config("tampered")),
+                               off.BlobIntegrityError) or ""
             client.delete_object(Bucket=s3.bucket, Key=notes_key)
 
         # A row naming another bucket (hand-edited, or from another deployment).
@@ -119,7 +120,7 @@ def main(workdir: Path | None = None, pdf_mb: float = 5.0, dumps_calls: int = 20
         # --- byte-exact, read back from the file by a fresh client with nothing cached -----
         fresh = off.OffloadingSerializer(store=off.S3BlobStore(s3_client(s3), s3.bucket))
         with open_sqlite_saver(wd / "offload.sqlite", serde=fresh) as saver:
-            saved = list(saver.list(thread_config("pdf")))  # the input checkpoint holds it in __start__
+            saved = list(saver.list(thread_config("pdf")))  # the input checkpoint: in __start__
             values = [t.checkpoint["channel_values"] for t in saved]
             exact = all(v.get("pdf", v.get("__start__", {}).get("pdf")) == pdf for v in values)
             exact &= all(v == pdf for t in saved for _, ch, v in t.pending_writes if ch == "pdf")

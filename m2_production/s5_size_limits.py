@@ -96,7 +96,8 @@ def main(workdir: Path | None = None, limit_mib: float = 10.0, warn_mib: float =
         graph.invoke({"request": "photo.png", "size": int(warned_mib * MIB)}, mid)
         graph.invoke(None, mid)
         warned = [r for r in logged if r.levelno == logging.WARNING]
-        intact = graph.get_state(mid).values.get("attachment") == random_bytes(int(warned_mib * MIB), SEED)
+        attachment = graph.get_state(mid).values.get("attachment")
+        intact = attachment == random_bytes(int(warned_mib * MIB), SEED)
         audit = sqlite_blob_audit(conn, limit)
 
         # --- the guard's cost on a normal put, interleaved in one run -----------------

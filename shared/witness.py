@@ -198,8 +198,11 @@ def cli(main: Callable[..., Witness], argv: list[str] | None = None) -> int:
     """Run a witness script from the command line; exit status 1 when it failed."""
     module = sys.modules.get(main.__module__)
     doc = (module.__doc__ or "").strip() if module else ""
+    # run as ``python -m pkg.lesson``, the module is ``__main__``: its spec has the real name
+    spec = getattr(module, "__spec__", None)
     parser = argparse.ArgumentParser(
-        prog=f"python -m {main.__module__}", description=doc.splitlines()[0] if doc else None,
+        prog=f"python -m {spec.name if spec else main.__module__}",
+        description=doc.splitlines()[0] if doc else None,
         epilog="Every figure printed is measured from this run.")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to put databases and files (default: .data/)")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from shared.witness import Witness
 
 
 def _children() -> set[int]:
@@ -62,9 +68,90 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def pg_db(pg_url: str, request: pytest.FixtureRequest) -> str:
     """A fresh database of its own for one test, on the shared server."""
+    import hashlib
     import re
 
     from shared.infra.postgres import create_database
 
-    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    # The name is readable, and unique even where two tests' names agree beyond the first 40
+    # characters (PostgreSQL cuts a name at 63 bytes).
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:10]
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + digest
     return create_database(pg_url, name)
+
+
+# --- every lesson's small-scale run, once a session ---------------------------------------
+
+# The scale each lesson runs at in the tests. tests/test_lessons.py checks that every lesson's
+# run passes; the lesson's own test file asserts its metrics one by one on the same run.
+SMALL_SCALE: dict[str, dict[str, Any]] = {
+    "m1_foundation.s1_sqlite_setup": {},
+    "m1_foundation.s2_session_memory": {},
+    "m1_foundation.s3_time_travel": {},
+    "m1_foundation.s4_human_in_the_loop": {},
+    "m1_foundation.s5_fault_tolerance": {"kills": 8, "seed": 3},
+    "m2_production.s1_async_concurrency": {"n": 10, "writer_seconds": 0.5},
+    "m2_production.s2_blob_offload": {"pdf_mb": 2.0, "dumps_calls": 50, "threads": 4},
+    "m2_production.s3_metadata_filtering": {"checkpoints": 20_000, "threads": 400,
+                                            "users": 400, "runs": 30},
+    "m2_production.s4_pruning": {"days": 40, "conversations_per_day": 4, "keep_last": 2,
+                                 "cycles": 6, "seed": 3},
+    "m2_production.s5_size_limits": {"limit_mib": 2.0, "warn_mib": 1.0, "oversized_mib": 3.0,
+                                     "warned_mib": 1.5, "puts": 20},
+    "m3_trigger.s1_throughput_monitor": {"seconds": 2.0, "workers": 4, "conversations": 40,
+                                         "overhead_puts": 40, "refresh_s": 0.25},
+    "m3_trigger.s2_migration_decision": {"light_seconds": 6.0, "stage_seconds": 2.0,
+                                         "lock_processes": 4, "lock_seconds": 2.0,
+                                         "file_mb": 2.0, "ceiling_seconds": 0.5,
+                                         "contention_processes": 4},
+    "m4_postgres.s1_provisioning": {},  # starts its own embedded server, as `make m4` does
+    "m4_postgres.s2_schema": {"turns": 8},
+    # ~1,350 checkpoints: enough that comparing the two read paths is not swamped by what
+    # every run costs once (preflight, setup)
+    "m4_postgres.s3_migrate": {"threads": 150, "turns": 3, "batch": 100, "api_threads": 30,
+                               "min_rate": 100},
+    "m4_postgres.s4_cutover": {"phase_s": 0.5, "clients": 2, "conversations": 4},
+    "m4_postgres.s5_many_servers": {"turns": 4, "writer_seconds": 0.6},
+}
+# Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
+ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
+                       "m4_postgres.s4_cutover", "m4_postgres.s5_many_servers"}
+
+
+@dataclass(frozen=True)
+class LessonRun:
+    """One small-scale run of a lesson's ``main()``: its witness and the workdir it used."""
+
+    witness: Witness
+    workdir: Path
+
+
+RunLesson = Callable[[str], LessonRun]
+_lesson_runs: dict[str, LessonRun] = {}
+
+
+@pytest.fixture
+def lesson_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               monkeypatch: pytest.MonkeyPatch) -> RunLesson:
+    """``lesson_run("m1_foundation.s1_sqlite_setup")``: the lesson's run at its small scale.
+
+    Each lesson runs once a session, in a temp workdir of its own, whichever test asks first.
+    """
+
+    def run(module: str) -> LessonRun:
+        if module not in _lesson_runs:
+            if module not in SMALL_SCALE:
+                pytest.fail(f"{module} has no small scale: add it to SMALL_SCALE in "
+                            f"tests/conftest.py")
+            workdir = tmp_path_factory.mktemp(module.replace(".", "_"))
+            with monkeypatch.context() as env:
+                if module in ON_SESSION_POSTGRES:
+                    env.setenv("DATABASE_URL", request.getfixturevalue("pg_url"))
+                else:
+                    env.delenv("DATABASE_URL", raising=False)
+                witness = importlib.import_module(module).main(workdir=workdir,
+                                                               **SMALL_SCALE[module])
+            _lesson_runs[module] = LessonRun(witness, workdir)
+        return _lesson_runs[module]
+
+    return run

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from m2_production import s1_async_concurrency, s3_metadata_filtering
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import create_metadata_indexes, metadata_expression
 from shared.workloads.bulk import bulk_put, tagged_checkpoints
 from shared.workloads.sqlite_writers import percentile
+from tests.conftest import RunLesson
 
 
-def test_2_1_async_concurrency(tmp_path: Path) -> None:
-    w = s1_async_concurrency.main(workdir=tmp_path, n=10, writer_seconds=0.5)
+def test_2_1_async_concurrency(lesson_run: RunLesson) -> None:
+    w = lesson_run("m2_production.s1_async_concurrency").witness  # n=10
     assert w["speedup_n10"].value >= 9
     assert w["errors"].value == 0
     assert w["database_locked_errors"].value == 0
@@ -32,9 +32,8 @@ def test_2_1_async_concurrency(tmp_path: Path) -> None:
     assert w.passed
 
 
-def test_2_3_metadata_filtering(tmp_path: Path) -> None:
-    w = s3_metadata_filtering.main(workdir=tmp_path, checkpoints=20_000, threads=400,
-                                   users=400, runs=30)
+def test_2_3_metadata_filtering(lesson_run: RunLesson) -> None:
+    w = lesson_run("m2_production.s3_metadata_filtering").witness  # 20,000 checkpoints
     assert w["checkpoints"].value == 20_000
     assert w["result_sets_wrong"].value == 0
     assert w["result_sets_wrong_with_indexes"].value == 0

@@ -7,16 +7,12 @@ import hashlib
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from m3_trigger import s2_migration_decision
-from shared import ROOT
 from shared.cli import main as ckpt
 from shared.cli.decide import parse_window
 from shared.errors import CheckpointError
@@ -42,16 +38,17 @@ from shared.workloads.paced import (
     instrumented_sqlite,
 )
 from shared.workloads.sqlite_writers import start_process_writers
+from tests.conftest import RunLesson
 
 TH = Thresholds()  # the defaults: 100 writes/s, 1 % errors, 5 GB, 20 attempts, 5 s window
 
 
 # --- the witness ---------------------------------------------------------------------------------
 
-def test_3_2_migration_decision(tmp_path: Path) -> None:
-    w = s2_migration_decision.main(workdir=tmp_path, light_seconds=6.0, stage_seconds=2.0,
-                                   lock_processes=4, lock_seconds=2.0, file_mb=2.0,
-                                   ceiling_seconds=0.5, contention_processes=4)
+def test_3_2_migration_decision(lesson_run: RunLesson) -> None:
+    # light_seconds=6.0, stage_seconds=2.0, lock_processes=4, lock_seconds=2.0, file_mb=2.0,
+    # ceiling_seconds=0.5, contention_processes=4
+    w = lesson_run("m3_trigger.s2_migration_decision").witness
     assert w["light.sufficient_verdicts"].value >= 1
     assert w["light.false_alarms"].value == 0
     assert w["multi_server.detection_s"].value < 5
@@ -77,19 +74,6 @@ def test_3_2_migration_decision(tmp_path: Path) -> None:
     assert w["p99_ms_4_processes"].value > 0
     assert any("lowered from 5 GB to 2 MB for this demo" in line for line in w.evidence)
     assert w.passed
-
-
-def test_script_help_and_import_without_side_effects(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "m3_trigger.s2_migration_decision", "--help"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0
-    assert "--light-seconds" in run.stdout and "--file-mb" in run.stdout
-    code = "import m3_trigger.s2_migration_decision, shared.cli.decide, shared.workloads.paced"
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == "" and run.stderr == ""
-    assert list(tmp_path.iterdir()) == []
 
 
 # --- decide(), rule by rule ----------------------------------------------------------------------

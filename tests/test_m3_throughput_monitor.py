@@ -29,7 +29,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from rich.console import Console
 
-from m3_trigger import s1_throughput_monitor
 from shared import ROOT
 from shared.conformance import detected_capabilities, report_failures, run_conformance
 from shared.errors import CheckpointError
@@ -49,6 +48,7 @@ from shared.ops.render import DASHBOARD_FILE, RULES_FILE, render_deploy_files
 from shared.ops.window import MetricsWindow, WindowStats, from_registry, histogram_quantile
 from shared.savers import open_sqlite_saver
 from shared.savers.wrapper import claimed_capabilities
+from tests.conftest import RunLesson
 
 CONFIG = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
 CAPABILITIES = ["delete_thread", "get_tuple", "list", "put", "put_writes"]
@@ -67,11 +67,12 @@ def _truth(db: Path) -> dict[str, int]:
 
 # --- the witness ----------------------------------------------------------------------------
 
-def test_3_1_throughput_monitor(tmp_path: Path) -> None:
-    w = s1_throughput_monitor.main(workdir=tmp_path, seconds=2.0, workers=4, conversations=40,
-                                   overhead_puts=40, refresh_s=0.25)
+def test_3_1_throughput_monitor(lesson_run: RunLesson) -> None:
+    # seconds=2.0, workers=4, conversations=40, overhead_puts=40, refresh_s=0.25
+    run = lesson_run("m3_trigger.s1_throughput_monitor")
+    w = run.witness
     th = load_thresholds()
-    truth = _truth(tmp_path / "m3_s1_throughput_monitor" / "checkpoints.sqlite")
+    truth = _truth(run.workdir / "m3_s1_throughput_monitor" / "checkpoints.sqlite")
     assert w["writes_per_turn"].value == 5  # input, start task's writes, step 0, chatbot, step 1
     for phase in ("quiet", "full"):
         assert w[f"{phase}.load_errors"].value == 0
@@ -452,13 +453,6 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def test_script_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "m3_trigger.s1_throughput_monitor", "--help"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert "--live" in out.stdout and "--no-live" in out.stdout and "--seconds" in out.stdout
-
-
 def test_script_live_run(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "m3_trigger.s1_throughput_monitor", "--live", "--workdir",
@@ -468,15 +462,3 @@ def test_script_live_run(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "checkpoint traffic" in out.stdout and "writes/s" in out.stdout  # the dashboard
     assert "PASSED" in out.stdout
-
-
-def test_import_has_no_side_effects(tmp_path: Path) -> None:
-    # Only this script's own data directory is compared: other lessons may run meanwhile.
-    own = ROOT / ".data" / "m3_s1_throughput_monitor"
-    before = sorted((p, p.stat().st_mtime_ns) for p in own.rglob("*")) if own.exists() else None
-    out = subprocess.run([sys.executable, "-c", "import m3_trigger.s1_throughput_monitor"],
-                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "" and out.stderr == "" and list(tmp_path.iterdir()) == []
-    after = sorted((p, p.stat().st_mtime_ns) for p in own.rglob("*")) if own.exists() else None
-    assert after == before

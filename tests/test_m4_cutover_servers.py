@@ -24,7 +24,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from m4_postgres import s4_cutover, s5_many_servers
+from m4_postgres import s4_cutover
 from shared import ROOT
 from shared.conformance import detected_capabilities, report_failures, run_conformance
 from shared.errors import CheckpointError
@@ -40,15 +40,15 @@ from shared.savers.dualwrite import (
     thread_bucket,
 )
 from shared.savers.wrapper import claimed_capabilities
+from tests.conftest import RunLesson
 
 BASE = ["delete_thread", "get_tuple", "list", "put", "put_writes"]
 
 
 # --- the witnesses, metric by metric --------------------------------------------------------
 
-def test_4_6_cutover(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", pg_url)
-    w = s4_cutover.main(workdir=tmp_path, phase_s=0.5, clients=2, conversations=4)
+def test_4_6_cutover(lesson_run: RunLesson) -> None:
+    w = lesson_run("m4_postgres.s4_cutover").witness  # phase_s=0.5, clients=2, conversations=4
     for phase in s4_cutover.PHASES:
         assert w[f"{phase}.requests"].value > 0, phase
         assert w[f"{phase}.failed_requests"].value == 0, (phase, w.evidence)
@@ -70,7 +70,9 @@ def test_4_6_cutover(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatc
     assert w["route100.pg_thread_share_deviation"].value == 0
     assert w["route10.pg_read_share"].value < w["route50.pg_read_share"].value
     assert w["secondary_write_failures"].value == 0
-    assert w["retire.drain_s"].value >= 0
+    # retiring SQLite waits only for the requests in flight on it, each one chat turn: a drain
+    # that waited for anything else (a stuck request, new ones) would take seconds
+    assert w["retire.drain_s"].value < 2
     assert w["retire.checkpoints_compared"].value >= w["verify.checkpoints"].value
     assert w["retire.missing_or_mismatched"].value == 0
     assert w["sqlite_rows_written_after_retirement"].value == 0
@@ -80,12 +82,10 @@ def test_4_6_cutover(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatc
     assert w.passed
 
 
-def test_4_7_many_servers(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", pg_url)
-    w = s5_many_servers.main(workdir=tmp_path, turns=4, writer_seconds=0.6)
+def test_4_7_many_servers(lesson_run: RunLesson) -> None:
+    w = lesson_run("m4_postgres.s5_many_servers").witness  # turns=4, writer_seconds=0.6
     assert w["worker_processes"].value == 2
     assert w["workers_are_other_processes"].value is True
-    assert w["turns_served"].value == 4
     assert w["turns_on_the_other_process"].value == 3
     assert w["turns_seeing_every_earlier_turn"].value == 4
     assert w["replies_as_expected"].value == 4
@@ -334,22 +334,3 @@ def test_deploy_waits_for_requests_on_the_old_graph() -> None:
     with deployment.request() as (graph, phase):
         assert (graph, phase) == (new, "new")
     worker.join()
-
-
-# --- the scripts ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("module", "option"), [("m4_postgres.s4_cutover", "--phase-s"),
-                                                ("m4_postgres.s5_many_servers",
-                                                 "--writer-seconds")])
-def test_script_help_and_import_without_side_effects(module: str, option: str,
-                                                     tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert option in run.stdout
-    run = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60,
-                         env={"PYTHONPATH": str(ROOT)})
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == "" and run.stderr == ""
-    assert list(tmp_path.iterdir()) == []

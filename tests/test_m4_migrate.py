@@ -14,7 +14,6 @@ from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import END, START, StateGraph
 
-from m4_postgres import s3_migrate
 from shared.cli import main as ckpt
 from shared.graph import Ledger, build_chat_graph
 from shared.infra.postgres import create_database
@@ -29,16 +28,14 @@ from shared.ops.migrate import (
 )
 from shared.savers import open_sqlite_saver
 from shared.workloads.demo import build_demo_source
+from tests.conftest import RunLesson
 
 # --- the witness --------------------------------------------------------------------------
 
 
-def test_4_3_witness(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", pg_url)  # the session's server, not a second one
-    # Enough checkpoints (~1,350) that the comparison of the two read paths is not swamped by
-    # what every run costs once (preflight, setup).
-    w = s3_migrate.main(workdir=tmp_path, threads=150, turns=3, batch=100, api_threads=30,
-                        min_rate=100)
+def test_4_3_witness(lesson_run: RunLesson) -> None:
+    # threads=150, turns=3, batch=100, api_threads=30, min_rate=100, on the session's server
+    w = lesson_run("m4_postgres.s3_migrate").witness
     rows = {m.name: m.value for m in w.metrics}
     assert w["source_threads"].value == 153
     assert w["subgraph_checkpoints"].value >= 1

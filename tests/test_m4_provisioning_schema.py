@@ -1,5 +1,4 @@
-"""4.1 provisioning and 4.2 schema: each witness metric by metric, bad input, the RDS plan,
-``--help`` and imports without side effects."""
+"""4.1 provisioning and 4.2 schema: each witness metric by metric, bad input, the RDS plan."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from shared import ROOT
 from shared.errors import CheckpointError
 from shared.infra import rds
 from shared.witness import Witness
+from tests.conftest import SMALL_SCALE, RunLesson
 
 SECRET = "s3cret-pw"
 
@@ -62,13 +62,13 @@ def _assert_4_1(w: Witness, local: bool) -> None:
     assert w.passed
 
 
-def test_4_1_embedded_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DATABASE_URL", raising=False)  # the script starts its own server
-    w = s1_provisioning.main(workdir=tmp_path)
+def test_4_1_embedded_server(lesson_run: RunLesson) -> None:
+    run = lesson_run("m4_postgres.s1_provisioning")  # without DATABASE_URL: its own server
+    w = run.witness
     _assert_4_1(w, local=True)
     assert any(line.startswith("server (embedded)") for line in w.evidence)
-    assert (tmp_path / "m4_s1_provisioning" / "pg" / "PG_VERSION").exists()
-    request = json.loads((tmp_path / "m4_s1_provisioning" / "rds_request.json").read_text())
+    assert (run.workdir / "m4_s1_provisioning" / "pg" / "PG_VERSION").exists()
+    request = json.loads((run.workdir / "m4_s1_provisioning" / "rds_request.json").read_text())
     create = next(c["params"] for c in request if c["operation"] == "create_db_instance")
     assert create["MasterUserPassword"] == "***" and create["BackupRetentionPeriod"] == 7
 
@@ -81,10 +81,10 @@ def test_4_1_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_ur
     assert not (tmp_path / "m4_s1_provisioning" / "pg").exists()  # nothing started
 
 
-def test_4_2_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str) -> None:
-    monkeypatch.setenv("DATABASE_URL", pg_url)
+def test_4_2_schema(lesson_run: RunLesson) -> None:
     turns = 8
-    w = s2_schema.main(workdir=tmp_path, turns=turns)
+    w = lesson_run("m4_postgres.s2_schema").witness
+    assert SMALL_SCALE["m4_postgres.s2_schema"] == {"turns": turns}
     assert w.error is None
     assert w["pg_tables"].value == 4
     assert w["sqlite_tables"].value == 2
@@ -207,28 +207,3 @@ def test_psql_with_password_in_url(pg_url: str) -> None:
         pg_url = parts._replace(netloc=f"{parts.username}:{SECRET}@{parts.hostname}:"
                                        f"{parts.port}").geturl()
     assert rds.psql(pg_url, "SELECT 40 + 2", "SELECT 'ok'") == ["42", "ok"]
-
-
-# --- the command line and imports ----------------------------------------------------------
-
-@pytest.mark.parametrize(("module", "option"), [("m4_postgres.s1_provisioning", "--app-cidr"),
-                                                ("m4_postgres.s2_schema", "--turns")])
-def test_script_help(module: str, option: str) -> None:
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert "--workdir" in out.stdout and option in out.stdout
-
-
-@pytest.mark.parametrize("module", ["m4_postgres.s1_provisioning", "m4_postgres.s2_schema"])
-def test_import_has_no_side_effects(module: str, tmp_path: Path) -> None:
-    own = ROOT / ".data" / module.rsplit(".", 1)[1].replace("s1_", "m4_s1_").replace(
-        "s2_", "m4_s2_")
-    before = sorted((p, p.stat().st_mtime_ns) for p in own.rglob("*")) if own.exists() else None
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "" and out.stderr == "" and list(tmp_path.iterdir()) == []
-    after = sorted((p, p.stat().st_mtime_ns) for p in own.rglob("*")) if own.exists() else None
-    assert after == before

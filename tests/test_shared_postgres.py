@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -37,12 +38,38 @@ def test_bundled_psql(pg_url: str) -> None:
     assert parts.scheme.startswith("postgres")
 
 
-def test_each_test_gets_its_own_database(pg_db: str) -> None:
-    with PostgresSaver.from_conn_string(pg_db) as saver:
+_databases: dict[str, tuple[str, int]] = {}  # test case -> (its database's name, oid)
+
+# Two test cases whose names agree for longer than a database name may be (63 bytes).
+_LONG = "a_test_name_long_enough_that_a_database_named_after_it_is_cut_short_"
+
+
+@pytest.mark.parametrize("case", [_LONG + "first", _LONG + "second"])
+def test_each_test_gets_its_own_database(pg_db: str, pg_url: str, case: str) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        name, oid = conn.execute("SELECT current_database(), oid FROM pg_database "
+                                 "WHERE datname = current_database()").fetchone()
+        # a fresh database: nothing an earlier test (or an earlier run) left behind
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                            ).fetchone() == (0,)
+        conn.execute("CREATE TABLE marker (test text)")
+        conn.execute("INSERT INTO marker VALUES (%s)", (case,))
+    assert urlsplit(pg_url).path != f"/{name}"  # not the server's own database
+    with psycopg.connect(pg_url) as conn:  # the marker is in the test's database only
+        assert conn.execute("SELECT to_regclass('public.marker')").fetchone() == (None,)
+    for other, (other_name, other_oid) in _databases.items():
+        assert name != other_name and oid != other_oid, (case, other)
+        other_url = urlunsplit(urlsplit(pg_url)._replace(path=f"/{other_name}"))
+        with psycopg.connect(other_url) as conn:  # still there, with its own row, not ours
+            assert conn.execute("SELECT test FROM marker").fetchall() == [(other,)]
+    if case.endswith("second") and not _databases:
+        pytest.skip("run with the [...first] case: the comparison needs both")
+    _databases[case] = (name, oid)
+    with PostgresSaver.from_conn_string(pg_db) as saver:  # and the saver's tables go there
         saver.setup()
         tables = {r["tablename"] for r in saver.conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert {"checkpoints", "checkpoint_blobs", "checkpoint_writes"} <= tables
+    assert {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "marker"} <= tables
 
 
 def test_password_is_masked() -> None:
