@@ -19,7 +19,6 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from m2_production.s2_blob_offload import fake_pdf
 from shared.conformance import detected_capabilities, report_failures, run_conformance
 from shared.errors import CheckpointError
 from shared.infra.s3 import (
@@ -45,6 +44,7 @@ from shared.savers.offload import (
     sha256_hex,
 )
 from shared.savers.sqlite import row_counts
+from shared.workloads.payloads import fake_pdf
 from tests.conftest import RunLesson
 
 KIB = 1024

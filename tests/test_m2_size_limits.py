@@ -21,7 +21,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import START, StateGraph
 
-from m2_production.s5_size_limits import State, payload
+from m2_production.s5_size_limits import SEED, State
 from shared.conformance import detected_capabilities, run_conformance
 from shared.conformance import report_failures as failures
 from shared.errors import CheckpointError
@@ -32,6 +32,7 @@ from shared.savers.size_guard import (
     claimed_capabilities,
     sqlite_blob_audit,
 )
+from shared.workloads.payloads import random_bytes
 from tests.conftest import RunLesson
 
 KIB = 1024
@@ -131,7 +132,7 @@ async def test_async_graph_on_async_sqlite_refused(tmp_path: Path) -> None:
     thread = {"configurable": {"thread_id": "async"}}
 
     def attach(state: State) -> dict[str, Any]:
-        return {"attachment": payload(state["size"])}
+        return {"attachment": random_bytes(state["size"], SEED)}
 
     async with AsyncSqliteSaver.from_conn_string(str(db)) as inner:
         await inner.setup()
