@@ -36,8 +36,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from shared.bench import percentile
 from shared.ops.migrate import copy_thread, verify
-from shared.ops.writeload import percentile
 from shared.savers.dualwrite import DualWriteSaver
 
 NAMES = ("Alice", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines",

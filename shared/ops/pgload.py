@@ -31,8 +31,9 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from shared.bench import percentile
 from shared.graph import build_chat_graph
-from shared.ops.writeload import WriterStats, percentile, small_checkpoint
+from shared.ops.writeload import WriterStats, small_checkpoint
 from shared.proc import fork_child
 from shared.savers.serde import graph_serde
 
