@@ -6,7 +6,6 @@ from pathlib import Path
 
 from m2_production import s1_async_concurrency, s3_metadata_filtering
 from shared.ops.traffic import bulk_put, tagged_checkpoints
-from shared.ops.writeload import percentile
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import create_metadata_indexes, metadata_expression
 
@@ -75,9 +74,3 @@ def test_index_expression_matches_saver_filter(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match="cannot be indexed"):
             create_metadata_indexes(saver.conn, ["user_id') --"])
 
-
-def test_percentile() -> None:
-    assert percentile([], 99) == 0.0
-    assert percentile([5.0], 99) == 5.0
-    assert percentile(list(map(float, range(1, 101))), 99) == 99.0
-    assert percentile(list(map(float, range(1, 101))), 50) == 50.0
