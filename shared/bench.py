@@ -8,6 +8,14 @@ pass or fail by the luck of one sample. So every timing in the project goes thro
 - ``time_calls(fn, calls)``: samples in milliseconds, after a warm-up, with the garbage
   collector paused (a collection of the rest of the process stays out of the figure);
   ``p99_ms(fn, calls)`` is their p99.
+- Two clocks, read around every call: ``"wall"`` (``time.perf_counter``: what a caller
+  waits, scheduler delays included) and ``"cpu"`` (``time.thread_time``: the CPU time the
+  calling thread itself spent, system calls included). On a machine whose cores are all
+  busy a call of 3 ms CPU waits for the scheduler and its wall-clock p99 lands anywhere
+  from 15 to 60 ms, while its CPU-time p99 stays near 3 ms: an absolute target on the cost
+  of CPU-bound code (hashing, serializing, an in-process SQLite query) is judged on
+  ``"cpu"``. Anything that waits (a network round trip, fsync, another thread or process)
+  is only visible on ``"wall"``.
 - ``rounds(fn, calls, k)``: ``k`` rounds of ``calls`` calls, each round's percentile kept.
   For an absolute target ("< 5 ms p99") judge ``.best``, the best round's p99: another
   process taking the CPU can only make a round slower, so the best round is the code's own
@@ -21,7 +29,7 @@ Example::
 
     cmp = interleave({"scan": scan, "index": lookup}, calls=50, k=5)
     w.metric("speedup", cmp.ratio("scan", "index"), "x", ">= 5")
-    w.show(cmp.describe("ms"))
+    w.show(cmp.describe())
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
+
+Clock = Literal["wall", "cpu"]
 
 DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 3
@@ -71,28 +82,37 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def time_calls(fn: Callable[[], object], calls: int,
-               warmup: int = DEFAULT_WARMUP) -> list[float]:
-    """Milliseconds of each of ``calls`` calls of ``fn()``, after ``warmup`` untimed calls.
-
-    The garbage collector is paused while the timed calls run.
-    """
+def _samples(fn: Callable[[], object], calls: int, warmup: int) -> dict[Clock, list[float]]:
+    """Milliseconds of each timed call on both clocks; the collector paused while timing."""
     if calls < 1:
         raise ValueError(f"calls must be at least 1, got {calls}")
     for _ in range(warmup):
         fn()
-    samples: list[float] = []
+    wall: list[float] = []
+    cpu: list[float] = []
     with gc_paused():
         for _ in range(calls):
-            start = time.perf_counter()
+            w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             fn()
-            samples.append((time.perf_counter() - start) * 1000)
-    return samples
+            c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+            wall.append((w1 - w0) / 1e6)
+            cpu.append((c1 - c0) / 1e6)
+    return {"wall": wall, "cpu": cpu}
 
 
-def p99_ms(fn: Callable[[], object], calls: int, warmup: int = DEFAULT_WARMUP) -> float:
+def time_calls(fn: Callable[[], object], calls: int, warmup: int = DEFAULT_WARMUP,
+               clock: Clock = "wall") -> list[float]:
+    """Milliseconds of each of ``calls`` calls of ``fn()``, after ``warmup`` untimed calls.
+
+    The garbage collector is paused while the timed calls run.
+    """
+    return _samples(fn, calls, warmup)[clock]
+
+
+def p99_ms(fn: Callable[[], object], calls: int, warmup: int = DEFAULT_WARMUP,
+           clock: Clock = "wall") -> float:
     """p99 of ``fn()`` in milliseconds over ``calls`` calls (see ``time_calls``)."""
-    return p99(time_calls(fn, calls, warmup))
+    return p99(time_calls(fn, calls, warmup, clock))
 
 
 def _ms(value: float) -> str:
@@ -105,6 +125,7 @@ class Rounds:
 
     per_round: list[float]  # milliseconds, one per round, in the order measured
     q: float = 99
+    clock: Clock = "wall"
 
     @property
     def best(self) -> float:
@@ -125,65 +146,56 @@ class Rounds:
         """``min..max ms over k rounds``: the evidence printed next to the figure."""
         return f"{_ms(self.best)}..{_ms(self.worst)} ms over {len(self.per_round)} rounds"
 
-
-def rounds(fn: Callable[[], object], calls: int, k: int = DEFAULT_ROUNDS,
-           warmup: int = DEFAULT_WARMUP, q: float = 99) -> Rounds:
-    """``k`` rounds of ``calls`` timed calls of ``fn``; each round's q-th percentile kept.
-
-    The warm-up runs once, before the first round.
-    """
-    if k < 1:
-        raise ValueError(f"rounds must be at least 1, got {k}")
-    per_round = [percentile(time_calls(fn, calls, warmup if i == 0 else 0), q)
-                 for i in range(k)]
-    return Rounds(per_round, q)
-
-
-def best_p99_ms(fn: Callable[[], object], calls: int, k: int = DEFAULT_ROUNDS,
-                warmup: int = DEFAULT_WARMUP) -> Rounds:
-    """Best of ``k`` rounds' p99 (``.best``), with ``.spread`` to print beside it."""
-    return rounds(fn, calls, k, warmup, 99)
+    @property
+    def label(self) -> str:
+        """``p99`` or ``cpu p99``: what the figure is."""
+        return f"{'cpu ' if self.clock == 'cpu' else ''}p{self.q:g}"
 
 
 @dataclass
 class Comparison:
-    """Several figures measured in interleaved rounds (see ``interleave``)."""
+    """Several figures measured in interleaved rounds (see ``interleave``), on both clocks."""
 
-    figures: dict[str, Rounds]
+    clocks: dict[Clock, dict[str, Rounds]]
     order: list[list[str]]  # the order the contenders ran in, round by round
+    clock: Clock = "wall"  # what ``cmp[name]``, ``ratio`` and ``describe`` use by default
 
     def __getitem__(self, name: str) -> Rounds:
-        return self.figures[name]
+        return self.clocks[self.clock][name]
 
-    def ratios(self, num: str, den: str) -> list[float]:
+    def on(self, clock: Clock) -> dict[str, Rounds]:
+        """Every contender's figure on ``clock``."""
+        return self.clocks[clock]
+
+    def ratios(self, num: str, den: str, clock: Clock | None = None) -> list[float]:
         """``num`` over ``den``, round by round (each from the same round)."""
+        figures = self.clocks[clock or self.clock]
         return [a / b if b > 0 else math.inf
-                for a, b in zip(self[num].per_round, self[den].per_round, strict=True)]
+                for a, b in zip(figures[num].per_round, figures[den].per_round, strict=True)]
 
-    def ratio(self, num: str, den: str) -> float:
+    def ratio(self, num: str, den: str, clock: Clock | None = None) -> float:
         """The median over rounds of ``num``'s figure over ``den``'s in the same round."""
-        return statistics.median(self.ratios(num, den))
+        return statistics.median(self.ratios(num, den, clock))
 
-    def ratio_spread(self, num: str, den: str) -> str:
-        values = self.ratios(num, den)
+    def ratio_spread(self, num: str, den: str, clock: Clock | None = None) -> str:
+        values = self.ratios(num, den, clock)
         return f"{min(values):.2f}..{max(values):.2f}x over {len(values)} rounds"
 
-    def describe(self) -> str:
-        """One line per reader: each figure's median and spread over the rounds."""
-        q = next(iter(self.figures.values())).q if self.figures else 99
-        label = f"p{q:g}"
-        return "; ".join(f"{name} {label} median {_ms(r.median)} ms ({r.spread})"
-                         for name, r in self.figures.items())
+    def describe(self, clock: Clock | None = None) -> str:
+        """Each figure's median over the rounds and its spread, on one line."""
+        return "; ".join(f"{name} {r.label} median {_ms(r.median)} ms ({r.spread})"
+                         for name, r in self.clocks[clock or self.clock].items())
 
 
 def interleave(contenders: Mapping[str, Callable[[], object]], calls: int | Mapping[str, int],
-               k: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
-               q: float = 99) -> Comparison:
+               k: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP, q: float = 99,
+               clock: Clock = "wall") -> Comparison:
     """Each contender timed in ``k`` rounds, the rounds interleaved: A B, B A, A B, ...
 
     In every round each contender makes its ``calls`` calls (a number, or one per name) and
-    keeps the q-th percentile of them; the order is reversed every other round, so neither
-    always runs first. Every contender is warmed up once, before the first round.
+    keeps the q-th percentile of them, on both clocks; the order is reversed every other
+    round, so neither always runs first. Every contender is warmed up once, before the first
+    round. ``clock`` picks the figures that ``cmp[name]`` and ``cmp.ratio`` return.
     """
     names = list(contenders)
     if not names:
@@ -194,19 +206,36 @@ def interleave(contenders: Mapping[str, Callable[[], object]], calls: int | Mapp
     for name in names:
         for _ in range(warmup):
             contenders[name]()
-    per_round: dict[str, list[float]] = {n: [] for n in names}
+    per_round: dict[Clock, dict[str, list[float]]] = {c: {n: [] for n in names}
+                                                      for c in ("wall", "cpu")}
     order: list[list[str]] = []
     for i in range(k):
         this_round = names if i % 2 == 0 else names[::-1]
         order.append(list(this_round))
         for name in this_round:
-            samples = time_calls(contenders[name], count[name], warmup=0)
-            per_round[name].append(percentile(samples, q))
-    return Comparison({n: Rounds(per_round[n], q) for n in names}, order)
+            for c, samples in _samples(contenders[name], count[name], warmup=0).items():
+                per_round[c][name].append(percentile(samples, q))
+    return Comparison({c: {n: Rounds(per_round[c][n], q, c) for n in names}
+                       for c in per_round}, order, clock)
+
+
+def rounds(fn: Callable[[], object], calls: int, k: int = DEFAULT_ROUNDS,
+           warmup: int = DEFAULT_WARMUP, q: float = 99, clock: Clock = "wall") -> Rounds:
+    """``k`` rounds of ``calls`` timed calls of ``fn``; each round's q-th percentile kept.
+
+    The warm-up runs once, before the first round.
+    """
+    return interleave({"fn": fn}, calls, k, warmup, q, clock)["fn"]
+
+
+def best_p99_ms(fn: Callable[[], object], calls: int, k: int = DEFAULT_ROUNDS,
+                warmup: int = DEFAULT_WARMUP, clock: Clock = "wall") -> Rounds:
+    """``k`` rounds' p99: judge ``.best``, print ``.spread`` beside it."""
+    return rounds(fn, calls, k, warmup, 99, clock)
 
 
 def compare_ab(a: Callable[[], object], b: Callable[[], object], calls: int,
-               k: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
-               q: float = 99) -> Comparison:
+               k: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP, q: float = 99,
+               clock: Clock = "wall") -> Comparison:
     """``interleave({"A": a, "B": b}, ...)``; ``.ratio("B", "A")`` > 1 when B is slower."""
-    return interleave({"A": a, "B": b}, calls, k, warmup, q)
+    return interleave({"A": a, "B": b}, calls, k, warmup, q, clock)

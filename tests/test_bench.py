@@ -14,6 +14,15 @@ def _sleep(ms: float):
     return lambda: time.sleep(ms / 1000)
 
 
+def _spin(ms: float):
+    """Keep the CPU busy for ``ms`` of this thread's own CPU time."""
+    def run() -> None:
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+    return run
+
+
 def test_percentile_nearest_rank_on_known_lists() -> None:
     hundred = [float(v) for v in range(1, 101)]
     assert bench.percentile([], 99) == 0.0
@@ -122,8 +131,8 @@ def test_slower_b_gives_ratio_above_one() -> None:
 
 
 def test_ratio_is_the_median_of_per_round_ratios() -> None:
-    cmp = bench.Comparison({"A": bench.Rounds([1.0, 2.0, 10.0]),
-                            "B": bench.Rounds([2.0, 2.0, 50.0])}, [])
+    cmp = bench.Comparison({"wall": {"A": bench.Rounds([1.0, 2.0, 10.0]),
+                                     "B": bench.Rounds([2.0, 2.0, 50.0])}}, [])
     assert cmp.ratios("B", "A") == [2.0, 1.0, 5.0]
     assert cmp.ratio("B", "A") == 2.0
     assert cmp.ratio_spread("B", "A") == "1.00..5.00x over 3 rounds"
@@ -135,3 +144,18 @@ def test_median_quantile_for_comparisons() -> None:
     assert cmp["slow"].q == 50
     assert cmp.ratio("slow", "fast") > 1.5
     assert "p50 median" in cmp.describe()
+
+
+def test_cpu_clock_counts_only_the_threads_own_work() -> None:
+    """Sleeping costs wall-clock time but no CPU time; spinning costs both."""
+    cmp = bench.compare_ab(_sleep(3), _spin(3), calls=3, k=2, warmup=0, clock="cpu")
+    assert cmp["A"].clock == "cpu"
+    assert cmp["A"].best < 1.0  # slept 3 ms: almost no CPU
+    assert cmp["B"].best >= 3.0
+    assert cmp.ratio("B", "A") > 3
+    wall = cmp.on("wall")
+    assert wall["A"].best >= 3.0 and wall["B"].best >= 3.0
+    assert "cpu p99 median" in cmp.describe()
+    assert "cpu" not in cmp.describe("wall")
+    assert bench.time_calls(_sleep(2), calls=2, warmup=0, clock="cpu")[0] < 1.0
+    assert bench.best_p99_ms(_spin(2), calls=2, k=2, warmup=0, clock="cpu").best >= 2.0
