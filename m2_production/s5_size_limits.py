@@ -108,7 +108,7 @@ def main(workdir: Path | None = None, limit_mib: float = 10.0, warn_mib: float =
         cp, meta = tuple_before.checkpoint, tuple_before.metadata  # the same id, put again
         ms = interleave({"plain": lambda: saver.put(at, cp, meta, {}),
                          "guarded": lambda: guard.put(at, cp, meta, {})},
-                        max(1, puts // rounds), k=rounds, q=50)
+                        max(1, puts // rounds), k=rounds, q=50, by_call=True)
         saver.delete_thread("bench")
 
     start = trace.index(NODE_RETURNED) if NODE_RETURNED in trace else 0
@@ -155,9 +155,9 @@ def main(workdir: Path | None = None, limit_mib: float = 10.0, warn_mib: float =
            f": each was refused and logged; invoke raised the "
            f"{error.report.kind if error else 'no'} refusal.")
     w.note(f"The guard serializes each checkpoint once more to measure it: {puts} puts of the "
-           f"{row_bytes:,}-byte checkpoint each way, in {rounds} interleaved rounds; each "
-           "figure is the median over rounds of the round's median put, the ratio the median "
-           "of the rounds' ratios.")
+           f"{row_bytes:,}-byte checkpoint each way, alternating put by put, in {rounds} "
+           "rounds; each figure is the median over rounds of the round's median put, the "
+           "ratio the median of the rounds' ratios.")
     return w
 
 

@@ -96,7 +96,7 @@ def main(workdir: Path | None = None, seconds: float = 7.0, workers: int = 4,
         ms = interleave({name: _put_again(s, at, saved) for name, s in (
             ("plain", saver), ("instrumented", InstrumentedSaver(saver, CheckpointMetrics())),
             ("unsized", InstrumentedSaver(saver, CheckpointMetrics(), measure_size=False)))},
-            max(1, overhead_puts // rounds), k=rounds, q=50)
+            max(1, overhead_puts // rounds), k=rounds, q=50, by_call=True)
         saver.delete_thread("bench")
 
     w.show(f"scraped {server.url}: {len(scraped)} samples, parsed by prometheus_client")
@@ -153,8 +153,8 @@ def main(workdir: Path | None = None, seconds: float = 7.0, workers: int = 4,
     w.note("Latency is the time inside the saver call, including the wait for SqliteSaver's "
            "lock when several threads write. The wrapper's cost is mostly measuring the size "
            "(one more serialization); measure_size=False drops it. The put figures are the "
-           f"median over {rounds} interleaved rounds of each round's median put; the ratios "
-           "the median of the rounds' ratios.")
+           f"median over {rounds} rounds (the savers alternating put by put) of each round's "
+           "median put; the ratios the median of the rounds' ratios.")
     return w
 
 

@@ -187,21 +187,38 @@ class Comparison:
                          for name, r in self.clocks[clock or self.clock].items())
 
 
+def _call_by_call(contenders: Mapping[str, Callable[[], object]], calls: int,
+                  ) -> dict[str, dict[Clock, list[float]]]:
+    """One round with the contenders alternating call by call: A B, B A, A B, ..."""
+    names = list(contenders)
+    out: dict[str, dict[Clock, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    for j in range(calls):
+        for name in names if j % 2 == 0 else names[::-1]:
+            for c, samples in _samples(contenders[name], 1, warmup=0).items():
+                out[name][c] += samples
+    return out
+
+
 def interleave(contenders: Mapping[str, Callable[[], object]], calls: int | Mapping[str, int],
                k: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP, q: float = 99,
-               clock: Clock = "wall") -> Comparison:
+               clock: Clock = "wall", by_call: bool = False) -> Comparison:
     """Each contender timed in ``k`` rounds, the rounds interleaved: A B, B A, A B, ...
 
     In every round each contender makes its ``calls`` calls (a number, or one per name) and
     keeps the q-th percentile of them, on both clocks; the order is reversed every other
-    round, so neither always runs first. Every contender is warmed up once, before the first
-    round. ``clock`` picks the figures that ``cmp[name]`` and ``cmp.ratio`` return.
+    round, so neither always runs first. With ``by_call`` the contenders also alternate call
+    by call inside a round (one ``calls`` for all), so that a disturbance lasting part of a
+    round (a neighbour's burst, a disk flush) hits them alike: for short calls. Every
+    contender is warmed up once, before the first round. ``clock`` picks the figures that
+    ``cmp[name]`` and ``cmp.ratio`` return.
     """
     names = list(contenders)
     if not names:
         raise ValueError("interleave needs at least one contender")
     if k < 1:
         raise ValueError(f"rounds must be at least 1, got {k}")
+    if by_call and not isinstance(calls, int):
+        raise ValueError("by_call needs one number of calls for every contender")
     count = {n: calls if isinstance(calls, int) else calls[n] for n in names}
     for name in names:
         for _ in range(warmup):
@@ -212,8 +229,13 @@ def interleave(contenders: Mapping[str, Callable[[], object]], calls: int | Mapp
     for i in range(k):
         this_round = names if i % 2 == 0 else names[::-1]
         order.append(list(this_round))
-        for name in this_round:
-            for c, samples in _samples(contenders[name], count[name], warmup=0).items():
+        if by_call:
+            ordered = {n: contenders[n] for n in this_round}
+            measured = _call_by_call(ordered, count[names[0]])
+        else:
+            measured = {n: _samples(contenders[n], count[n], warmup=0) for n in this_round}
+        for name, by_clock in measured.items():
+            for c, samples in by_clock.items():
                 per_round[c][name].append(percentile(samples, q))
     return Comparison({c: {n: Rounds(per_round[c][n], q, c) for n in names}
                        for c in per_round}, order, clock)

@@ -159,3 +159,28 @@ def test_cpu_clock_counts_only_the_threads_own_work() -> None:
     assert "cpu" not in cmp.describe("wall")
     assert bench.time_calls(_sleep(2), calls=2, warmup=0, clock="cpu")[0] < 1.0
     assert bench.best_p99_ms(_spin(2), calls=2, k=2, warmup=0, clock="cpu").best >= 2.0
+
+
+def test_interleave_by_call_alternates_inside_a_round() -> None:
+    log: list[str] = []
+    cmp = bench.interleave({"A": lambda: log.append("A"), "B": lambda: log.append("B")},
+                           calls=3, k=2, warmup=0, by_call=True)
+    assert log == ["A", "B", "B", "A", "A", "B", "B", "A", "A", "B", "B", "A"]  # 2 rounds
+    assert len(cmp["A"].per_round) == 2
+    with pytest.raises(ValueError, match="one number of calls"):
+        bench.interleave({"A": lambda: None}, calls={"A": 1}, by_call=True)
+
+
+def test_by_call_spreads_a_burst_over_every_contender() -> None:
+    """A stall lasting part of a round lands on A and B alike when they alternate by call."""
+    calls = iter(range(10**6))
+
+    def stall_sometimes() -> None:  # every call of the round's first half is slow
+        time.sleep(0.004 if next(calls) % 8 < 4 else 0.0005)
+
+    cmp = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=4, k=2,
+                           warmup=0, q=50, by_call=True)
+    assert 0.5 < cmp.ratio("B", "A") < 2
+    blocks = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=4, k=2,
+                              warmup=0, q=50)
+    assert max(blocks.ratios("B", "A")) > 3 or min(blocks.ratios("B", "A")) < 1 / 3
