@@ -90,7 +90,7 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     "m1_foundation.s3_time_travel": {},
     "m1_foundation.s4_human_in_the_loop": {},
     "m1_foundation.s5_fault_tolerance": {"kills": 8, "seed": 3},
-    "m2_production.s1_async_concurrency": {"n": 10, "writer_seconds": 0.5},
+    "m2_production.s1_async_concurrency": {"n": 10, "writer_seconds": 0.5, "rounds": 2},
     "m2_production.s2_blob_offload": {"pdf_mb": 2.0, "dumps_calls": 50, "threads": 4},
     "m2_production.s3_metadata_filtering": {"checkpoints": 20_000, "threads": 400,
                                             "users": 400, "runs": 30},

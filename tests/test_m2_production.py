@@ -7,16 +7,16 @@ from pathlib import Path
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import create_metadata_indexes, metadata_expression
 from shared.workloads.bulk import bulk_put, tagged_checkpoints
-from shared.workloads.sqlite_writers import percentile
 from tests.conftest import RunLesson
 
 
 def test_2_1_async_concurrency(lesson_run: RunLesson) -> None:
     w = lesson_run("m2_production.s1_async_concurrency").witness  # n=10
     assert w["speedup_n10"].value >= 9
+    assert 1 < w["speedup_n10_median"].value <= w["speedup_n10"].value  # best round >= median
     assert w["errors"].value == 0
     assert w["database_locked_errors"].value == 0
-    assert w["threads_saved"].value == 20
+    assert w["threads_saved"].value == 40  # 2 rounds x (10 one after another + 10 at once)
     assert w["errors_no_io"].value == 0
     # the no-I/O node cannot overlap anything: far below the I/O-bound speed-up
     assert w["speedup_n10_no_io"].value < w["speedup_n10"].value / 2
@@ -74,9 +74,3 @@ def test_index_expression_matches_saver_filter(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match="cannot be indexed"):
             create_metadata_indexes(saver.conn, ["user_id') --"])
 
-
-def test_percentile() -> None:
-    assert percentile([], 99) == 0.0
-    assert percentile([5.0], 99) == 5.0
-    assert percentile(list(map(float, range(1, 101))), 99) == 99.0
-    assert percentile(list(map(float, range(1, 101))), 50) == 50.0

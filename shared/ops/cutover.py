@@ -36,9 +36,9 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from shared.bench import percentile
 from shared.ops.migrate import copy_thread, verify
 from shared.savers.dualwrite import DualWriteSaver
-from shared.workloads.sqlite_writers import percentile
 
 NAMES = ("Alice", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines",
          "Jonas", "Kofi", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa")

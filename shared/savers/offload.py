@@ -47,7 +47,6 @@ the bucket uses a ``known_ttl`` no longer than the collector's store and commits
 from __future__ import annotations
 
 import copy
-import gc
 import hashlib
 import re
 import secrets
@@ -531,29 +530,6 @@ class OffloadingSerializer:
                 return value
             return _rebuild(value, items)
         return value
-
-
-def dumps_p99_ms(serde: SerializerProtocol, value: Any, calls: int = 200) -> float:
-    """The 99th percentile (nearest rank) of ``serde.dumps_typed(value)`` in milliseconds.
-
-    Measured after a few warm-up calls and with the garbage collector paused, so the figure
-    is the serializer's, not a collection of the rest of the process landing in the loop.
-    """
-    for _ in range(min(5, calls)):
-        serde.dumps_typed(value)
-    times = []
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(calls):
-            started = time.perf_counter()
-            serde.dumps_typed(value)
-            times.append(time.perf_counter() - started)
-    finally:
-        if collecting:
-            gc.enable()
-    times.sort()
-    return times[max(0, -(-99 * calls // 100) - 1)] * 1000
 
 
 # --- garbage collection ---------------------------------------------------------------------

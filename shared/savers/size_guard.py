@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import statistics
 import threading
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,7 +47,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
     Checkpoint,
-    CheckpointTuple,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -284,18 +281,3 @@ def captured_guard_log(level: int = logging.WARNING) -> Iterator[list[logging.Lo
         yield records
     finally:
         logger.removeHandler(handler)
-
-
-def compare_put_latency(savers: Mapping[str, BaseCheckpointSaver], config: RunnableConfig,
-                        saved: CheckpointTuple, repeats: int) -> dict[str, float]:
-    """Median milliseconds of ``put(saved)`` per saver, interleaved so drift hits all alike.
-
-    Every put writes the same checkpoint id under ``config`` (a thread of its own).
-    """
-    times: dict[str, list[float]] = {name: [] for name in savers}
-    for _ in range(repeats):
-        for name, saver in savers.items():
-            t0 = time.perf_counter()
-            saver.put(config, saved.checkpoint, saved.metadata, {})
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}

@@ -31,10 +31,11 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from shared.bench import percentile
 from shared.graph import build_chat_graph
 from shared.proc import fork_child
 from shared.savers.serde import graph_serde
-from shared.workloads.sqlite_writers import WriterStats, percentile, small_checkpoint
+from shared.workloads.sqlite_writers import WriterStats, small_checkpoint
 
 PG_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
                              "row_factory": dict_row}

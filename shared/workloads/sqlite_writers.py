@@ -19,14 +19,11 @@ against when the errors really began::
 
 from __future__ import annotations
 
-import gc
 import json
-import math
 import random
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from typing import Any
 from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
+from shared.bench import percentile
 from shared.proc import fork_child
 from shared.savers import open_sqlite_saver
 
@@ -60,40 +58,10 @@ class WriterStats:
         return asdict(self)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[rank]
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)  # the parent never reads a half-written file
-
-
-def p99_ms(run: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    """p99 of ``run()`` in milliseconds, after a warm-up, with the garbage collector paused.
-
-    Pausing the collector keeps a collection of the rest of the process out of the figure.
-    """
-    for _ in range(warmup):
-        run()
-    times = []
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(runs):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        if collecting:
-            gc.enable()
-    return percentile(times, 99)
 
 
 def small_checkpoint(payload_bytes: int) -> Checkpoint:
