@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from shared import ROOT
+from shared.bench import percentile
 from shared.benchmarks import runner
-from shared.benchmarks.timing import interleaved, percentile
+from shared.benchmarks.timing import interleaved
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -16,7 +16,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from shared.benchmarks.timing import interleaved, percentile, sample_ms, spread
+from shared.bench import percentile
+from shared.benchmarks.timing import interleaved, sample_ms, spread
 from shared.savers import open_sqlite_saver
 from shared.savers.sqlite_filters import (
     create_metadata_indexes,

@@ -1,45 +1,18 @@
-"""Minimal timing for the benchmarks: warm-up, collector paused, percentiles, interleaving.
-
-Kept here on purpose (small and self-contained); ``shared/bench.py`` is meant to be the
-project's one set of timing helpers, and these should move to it.
-"""
+"""What the benchmarks add to ``shared.bench``: whole runs interleaved round by round, and
+the median with its spread over rounds."""
 
 from __future__ import annotations
 
-import gc
-import math
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[rank]
+from shared.bench import time_calls
 
 
 def sample_ms(run: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
-    """``runs`` timings of ``run()`` in ms, after ``warmup`` untimed calls, collector paused."""
-    for _ in range(warmup):
-        run()
-    times = []
-    collecting = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(runs):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        if collecting:
-            gc.enable()
-    return times
+    """``runs`` wall-clock timings of ``run()`` in ms (``shared.bench.time_calls``)."""
+    return time_calls(run, runs, warmup)
 
 
 def spread(values: list[float]) -> dict[str, float]:
