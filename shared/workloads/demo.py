@@ -9,6 +9,7 @@ and a graph with a subgraph node (checkpoints under a non-empty ``checkpoint_ns`
 from __future__ import annotations
 
 import operator
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -45,11 +46,25 @@ def fan_graph(saver: Any, ledger: Ledger) -> CompiledStateGraph:
         thread = config["configurable"]["thread_id"]
         ledger.record(thread, "flaky", "start")
         if ledger.count(thread)["flaky"] == 1:
+            _wait_for_sibling_write(saver, thread)
             raise RuntimeError("flaky: the first attempt fails")
         return {"done": ["flaky"]}
 
     builder = StateGraph(Fan).add_node("good", good).add_node("flaky", flaky)
     return builder.add_edge(START, "good").add_edge(START, "flaky").compile(checkpointer=saver)
+
+
+def _wait_for_sibling_write(saver: Any, thread: str, timeout: float = 30.0) -> None:
+    """Fail only once ``good``'s write is saved: on a busy machine ``flaky`` could otherwise
+    fail first, and ``good``, still running, would not count as a finished sibling."""
+    deadline = time.monotonic() + timeout
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    while time.monotonic() < deadline:
+        head = saver.get_tuple(config)
+        if head and any(w[1] == "done" and w[2] == ["good"] for w in head.pending_writes or []):
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"good's write on thread {thread!r} was not saved within {timeout:g} s")
 
 
 def sub_graph(saver: Any) -> CompiledStateGraph:
