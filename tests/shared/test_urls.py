@@ -34,7 +34,7 @@ from shared.infra import s3 as s3_infra
 from shared.infra.urls import mask_url, redact
 from shared.ops.metrics import scrape
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # As typed inside a URL: raw specials (a malformed URL), percent-encoded, a colon and an @,
 # and escapes of / and : (decoded by parsers). Every piece is unique text.
 RAW = "Pwq-Kx7@Vyg:Wzk/Qjm%40Rtu"

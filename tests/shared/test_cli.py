@@ -33,7 +33,7 @@ import pytest
 from shared.cli import build_parser, main
 from shared.errors import run_command
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HUGE = "99999999999999999999"
 UNWRITABLE_LOG = "/proc/ckpt-hostile.log"  # not creatable even by root
 
