@@ -63,12 +63,11 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from shared.errors import CheckpointError
 from shared.savers.copy import copy_thread
 from shared.savers.reading import thread_ids
-from shared.savers.wrapper import CAPABILITY_METHODS, overrides
+from shared.savers.wrapper import CAPABILITY_METHODS, SharesBasics, overrides
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class _Shared:
     diverged_unknown: bool = False  # a failed write named no thread: every read on primary
 
 
-class DualWriteSaver(BaseCheckpointSaver[Any]):
+class DualWriteSaver(SharesBasics):
     """Writes to ``primary`` then ``secondary``; reads from the primary or as routed."""
 
     _classes: ClassVar[dict[tuple[type, type, type], type]] = {}
@@ -298,20 +297,9 @@ class DualWriteSaver(BaseCheckpointSaver[Any]):
 
     # --- shared with the primary -----------------------------------------------------------
 
-    @property  # type: ignore[override]
-    def serde(self) -> SerializerProtocol:
-        return self.primary.serde
-
-    @serde.setter
-    def serde(self, value: SerializerProtocol) -> None:
-        self.primary.serde = value
-
     @property
-    def config_specs(self) -> list:
-        return self.primary.config_specs
-
-    def get_next_version(self, current: Any, channel: None) -> Any:
-        return self.primary.get_next_version(current, channel)
+    def _basis(self) -> BaseCheckpointSaver:
+        return self.primary
 
     def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]
                                   ) -> Mapping[str, DeltaChannelHistory]:

@@ -53,7 +53,31 @@ def claimed_capabilities(saver: BaseCheckpointSaver) -> set[str]:
     return {name for name in CAPABILITY_METHODS if overrides(type(saver), name)}
 
 
-class WrappingSaver(BaseCheckpointSaver[Any]):
+class SharesBasics(BaseCheckpointSaver[Any]):
+    """A saver over another one (``_basis``): its serializer, config specs and channel
+    versions are that saver's, so both always agree on how values are stored."""
+
+    @property
+    def _basis(self) -> BaseCheckpointSaver:
+        raise NotImplementedError
+
+    @property  # type: ignore[override]
+    def serde(self) -> SerializerProtocol:
+        return self._basis.serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        self._basis.serde = value
+
+    @property
+    def config_specs(self) -> list:
+        return self._basis.config_specs
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self._basis.get_next_version(current, channel)
+
+
+class WrappingSaver(SharesBasics):
     """Delegates everything to ``inner``; subclasses hook ``_call`` / ``_acall``."""
 
     _classes: ClassVar[dict[tuple[type, type], type]] = {}
@@ -92,20 +116,9 @@ class WrappingSaver(BaseCheckpointSaver[Any]):
 
     # --- what the wrapper shares with its inner saver ----------------------------------
 
-    @property  # type: ignore[override]
-    def serde(self) -> SerializerProtocol:
-        return self.inner.serde
-
-    @serde.setter
-    def serde(self, value: SerializerProtocol) -> None:
-        self.inner.serde = value
-
     @property
-    def config_specs(self) -> list:
-        return self.inner.config_specs
-
-    def get_next_version(self, current: Any, channel: None) -> Any:
-        return self.inner.get_next_version(current, channel)
+    def _basis(self) -> BaseCheckpointSaver:
+        return self.inner
 
     def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]
                                   ) -> Mapping[str, DeltaChannelHistory]:

@@ -35,7 +35,7 @@ from shared.bench import percentile
 from shared.graph import build_chat_graph
 from shared.proc import fork_child
 from shared.savers.serde import graph_serde
-from shared.workloads.sqlite_writers import WriterStats, small_checkpoint
+from shared.workloads.sqlite_writers import WriterStats, small_checkpoint, write_json
 
 PG_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
                              "row_factory": dict_row}
@@ -146,12 +146,6 @@ class PgWriterStats(WriterStats):
     error_examples: list[str] = field(default_factory=list)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)  # the parent never reads a half-written file
-
-
 def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_bytes: int,
                index: int) -> None:
     """One writer process: its own pool, ``put`` small checkpoints until the time is up."""
@@ -176,7 +170,7 @@ def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_byte
             except psycopg.Error as exc:
                 other += 1
                 errors.append(f"{type(exc).__name__}: {exc}")
-    _write_json(Path(out), {"latencies": latencies, "locked": locked, "other": other,
+    write_json(Path(out), {"latencies": latencies, "locked": locked, "other": other,
                             "errors": errors[:3]})
 
 

@@ -58,7 +58,8 @@ class WriterStats:
         return asdict(self)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """A writer process's results, for its parent (written whole, then renamed)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)  # the parent never reads a half-written file
@@ -90,7 +91,7 @@ def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms:
             metrics = CheckpointMetrics("sqlite", size_of=lambda: file_bytes(db))
             saver = InstrumentedSaver(inner, metrics, measure_size=False)
             server = serve_metrics(metrics.registry)
-            _write_json(Path(out + ".url"), {"url": server.url})
+            write_json(Path(out + ".url"), {"url": server.url})
         config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
         while time.time() < start_at:
             time.sleep(0.001)
@@ -114,7 +115,7 @@ def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms:
                     first_locked = first_locked or time.time()
                 else:
                     other += 1
-        _write_json(Path(out), {"latencies": latencies, "locked": locked, "other": other,
+        write_json(Path(out), {"latencies": latencies, "locked": locked, "other": other,
                                 "first_locked": first_locked})
         if server is not None:  # keep /metrics up until the parent has taken its last scrape
             deadline = time.time() + SERVE_GRACE_S
