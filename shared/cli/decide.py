@@ -168,10 +168,10 @@ def add_decide_command(subparsers: Any) -> argparse.ArgumentParser:
         "decide", help="migrate to PostgreSQL or not, from live metrics or a database file",
         description=plain(__doc__.split("\n\n")[0]) if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="TARGET: one or more /metrics URLs (scraped twice, a window apart; summed), or "
+        epilog="URL|DB: one or more /metrics URLs (scraped twice, a window apart; summed), or "
                "one SQLite checkpoint file (read-only; the error rate cannot be seen in a file). "
                "Exit status 0 with a decision, 2 on bad input.")
-    p.add_argument("target", nargs="+", metavar="TARGET",
+    p.add_argument("target", nargs="+", metavar="URL|DB",
                    help="http(s)://HOST:PORT/metrics, or the path of a SqliteSaver database")
     p.add_argument("--window", metavar="DURATION",
                    help="how long to observe, e.g. 5s, 500ms, 2m (default: the config's "

@@ -60,7 +60,7 @@ def parse_keep_last(text: str) -> int:
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("db", type=Path, help="path of the SQLite checkpoint file")
+    p.add_argument("db", metavar="DB", type=Path, help="path of the SQLite checkpoint file")
     p.add_argument("--older-than", metavar="AGE",
                    help="delete checkpoints older than AGE (30d, 12h, 90m, 45s)")
     p.add_argument("--keep-last", metavar="N",
