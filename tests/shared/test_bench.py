@@ -122,7 +122,7 @@ def test_interleave_calls_per_contender() -> None:
 
 
 def test_slower_b_gives_ratio_above_one() -> None:
-    cmp = bench.compare_ab(_sleep(1), _sleep(4), calls=3, k=3, warmup=0)
+    cmp = bench.compare_ab(_sleep(1), _sleep(8), calls=3, k=3, warmup=0)
     assert cmp.ratio("B", "A") > 1.5
     assert cmp.ratio("A", "B") < 1 / 1.5
     assert len(cmp.ratios("B", "A")) == 3
@@ -175,12 +175,14 @@ def test_by_call_spreads_a_burst_over_every_contender() -> None:
     """A stall lasting part of a round lands on A and B alike when they alternate by call."""
     calls = iter(range(10**6))
 
-    def stall_sometimes() -> None:  # every call of the round's first half is slow
-        time.sleep(0.004 if next(calls) % 8 < 4 else 0.0005)
+    def stall_sometimes() -> None:  # the first half of every 16 calls is slow
+        time.sleep(0.010 if next(calls) % 16 < 8 else 0.001)
 
-    cmp = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=4, k=2,
-                           warmup=0, q=50, by_call=True)
+    # p25 of each contender's 8 calls: a fast call, whichever contender, unless the stall
+    # fell on one contender only; a single late wake-up of the OS timer cannot decide it.
+    cmp = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=8, k=2,
+                           warmup=0, q=25, by_call=True)
     assert 0.5 < cmp.ratio("B", "A") < 2
-    blocks = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=4, k=2,
-                              warmup=0, q=50)
+    blocks = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=8, k=2,
+                              warmup=0, q=25)
     assert max(blocks.ratios("B", "A")) > 3 or min(blocks.ratios("B", "A")) < 1 / 3
