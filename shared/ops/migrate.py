@@ -334,9 +334,7 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
             for copy in _read(sink, src, todo, objects):
                 if not _size(copy):
                     continue
-                keys = {(k[0], k[1]) for k in (copy.keys() if isinstance(copy, RawThread) else
-                                               _object_keys(copy))}
-                if existing.get(copy.thread_id) == keys and copy.thread_id not in incomplete:
+                if existing.get(copy.thread_id) == copy.keys() and copy.thread_id not in incomplete:
                     report.threads_skipped += 1  # complete: preflight compared it
                     if on_checkpoints:
                         on_checkpoints(_size(copy))
@@ -354,11 +352,6 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
     committer.close()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _object_keys(copy: ThreadCopy) -> set[Key]:
-    return {(t.config["configurable"]["checkpoint_ns"], t.config["configurable"]["checkpoint_id"])
-            for t in copy.history}
 
 
 def iter_checkpoints(saver: BaseCheckpointSaver, threads: list[str]) -> Iterable[Any]:

@@ -9,6 +9,7 @@ done while the previous batch is written) and commit it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,12 +140,27 @@ _PG_APPLY = (  # UPSERT_CHECKPOINT_BLOBS_SQL, UPSERT_CHECKPOINTS_SQL, the two wr
 )
 
 
-class PostgresSink(ApiSink):
+class RowSink(ApiSink):
+    """A saver of the library's own: stored rows in, the rows its ``put`` would write out."""
+
+    rows = True
+    tables: tuple[str, ...] = ()
+    build_rows: Callable[[RawThread, dict[str, list[tuple[Any, ...]]]], int]
+
+    def build(self, copies: list[RawThread]) -> Batch:
+        batch = Batch(list(copies), Counts(), {t: [] for t in self.tables})
+        for copy in copies:
+            batch.counts.blobs += self.build_rows(copy, batch.rows)
+            batch.counts.checkpoints += len(copy.checkpoints)
+            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
+        return batch
+
+
+class PostgresSink(RowSink):
     """``PostgresSaver``: the rows ``put``/``put_writes`` would write, one transaction a batch."""
 
     kind = "batched (PostgreSQL)"
     background = True  # the next batch is read and built while this one is written
-    rows = True
     saver: PostgresSaver
 
     def __init__(self, saver: BaseCheckpointSaver) -> None:
@@ -163,13 +179,8 @@ class PostgresSink(ApiSink):
             (ids, ids))})
         return found
 
-    def build(self, copies: list[RawThread]) -> Batch:
-        batch = Batch(list(copies), Counts(), {"blobs": [], "checkpoints": [], "writes": []})
-        for copy in copies:
-            batch.counts.blobs += postgres_rows(copy, batch.rows)
-            batch.counts.checkpoints += len(copy.checkpoints)
-            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
-        return batch
+    tables = ("blobs", "checkpoints", "writes")
+    build_rows = staticmethod(postgres_rows)
 
     def commit(self, batch: Batch) -> None:
         ids = {c.thread_id for c in batch.copies}
@@ -194,22 +205,16 @@ class PostgresSink(ApiSink):
         self.clean -= ids
 
 
-class SqliteSink(ApiSink):
+class SqliteSink(RowSink):
     """``SqliteSaver``: the rows ``put``/``put_writes`` would write, one transaction a batch."""
 
     kind = "batched (SQLite)"
-    rows = True
     saver: SqliteSaver
     _COLUMNS = ("(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, "
                 "type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-    def build(self, copies: list[RawThread]) -> Batch:
-        batch = Batch(list(copies), Counts(), {"checkpoints": [], "upserts": [], "inserts": []})
-        for copy in copies:
-            batch.counts.blobs += sqlite_rows(copy, batch.rows)
-            batch.counts.checkpoints += len(copy.checkpoints)
-            batch.counts.writes += sum(len(c.writes) for c in copy.checkpoints)
-        return batch
+    tables = ("checkpoints", "upserts", "inserts")
+    build_rows = staticmethod(sqlite_rows)
 
     def commit(self, batch: Batch) -> None:
         s = self.saver

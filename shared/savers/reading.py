@@ -127,6 +127,9 @@ class ThreadCopy:
     history: list[CheckpointTuple]
     paths: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
+    def keys(self) -> set[tuple[str, str]]:
+        return {_key(t) for t in self.history}
+
 
 def _key(t: CheckpointTuple) -> tuple[str, str]:
     conf = t.config["configurable"]
