@@ -33,7 +33,7 @@ m4: setup  ## Milestone 4: PostgreSQL (provisioning, schema, migration, cutover,
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
 	$(PY) -m shared.runner all --readme
 
-bench: setup  ## long measurements: reports/bench.json and PNG charts (about 5 minutes)
+bench: setup  ## long measurements: reports/bench.json and PNG charts (about 7 minutes on 2 cores)
 	$(PY) -m shared.benchmarks
 
 test: setup  ## the test suite (what CI runs), then line coverage of shared/

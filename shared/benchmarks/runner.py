@@ -1,6 +1,6 @@
 """Run the benchmarks and write the report: ``python -m shared.benchmarks`` (``make bench``).
 
-    python -m shared.benchmarks                 # full sizes, about 5 minutes on 2 cores
+    python -m shared.benchmarks                 # full sizes, about 7 minutes on 2 cores
     python -m shared.benchmarks --quick         # small sizes, seconds (the tests use it)
     python -m shared.benchmarks --only filters --out /tmp/reports
 """
