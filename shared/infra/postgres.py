@@ -122,7 +122,9 @@ class EmbeddedPostgres:
         self._guard = reaper.spawn(
             [str(bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1",
              "-p", str(self.port), "-k", str(self.socket_dir), "-c", "fsync=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+             "-c", "full_page_writes=off", "-c", "max_connections=200",
+             # top statements by total time (Milestone 5): loaded at start, costs ~nothing
+             "-c", "shared_preload_libraries=pg_stat_statements"],
             name="PostgreSQL", stop_signal=signal.SIGINT,  # "fast" shutdown: roll back, exit
             grace=30, drop=self._drop(), cleanup=(self.socket_dir,), stdout=self._log)
         try:
