@@ -168,8 +168,10 @@ def read_snapshot(conn: Any, tables: tuple[str, ...] = CHECKPOINT_TABLES) -> dic
     from psycopg.rows import tuple_row
 
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-                    f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+        # one statement (a pool's connections may prepare every statement: no "a; b")
+        cur.execute("SELECT set_config('statement_timeout', %s, true), "
+                    "set_config('lock_timeout', %s, true)",
+                    (str(STATEMENT_TIMEOUT_MS), str(LOCK_TIMEOUT_MS)))
         cur.execute(SNAPSHOT_SQL, {"tables": list(tables)})
         row = cur.fetchone()
     data = row[0]
