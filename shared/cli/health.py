@@ -46,8 +46,9 @@ def print_health(h: Health, console: Console) -> None:
     server = Table(title=f"{h.url}: PostgreSQL {h.server_version}", show_header=False)
     server.add_column(style="bold")
     server.add_column()
-    server.add_row("round trip (SELECT 1)",
-                   f"p50 {h.rtt_ms_p50:.3f} ms, p99 {h.rtt_ms_p99:.3f} ms over {h.samples}")
+    again = f" (the better of {h.rtt_rounds} rounds)" if h.rtt_rounds > 1 else ""
+    server.add_row("round trip (SELECT 1)", f"p50 {h.rtt_ms_p50:.3f} ms, p99 "
+                   f"{h.rtt_ms_p99:.3f} ms over {h.samples}{again}")
     by_state = ", ".join(f"{n} {state}" for state, n in sorted(h.connections.items()))
     server.add_row("client connections", f"{h.connections_total} of max_connections "
                    f"{h.max_connections} ({h.connections_used:.1%}): {by_state or 'none'}")
@@ -60,7 +61,7 @@ def print_health(h: Health, console: Console) -> None:
     for col in ("table", "rows", "dead", "dead ratio", "table bytes", "index bytes",
                 "last vacuum", "last autovacuum", "last analyze"):
         tables.add_column(col, justify="left" if col in ("table",) or "last" in col
-                          else "right")
+                          else "right", no_wrap=col == "table")
     for t in h.tables.values():
         if not t.exists:
             tables.add_row(t.name, Text("missing", "bold red"), *[""] * 7)

@@ -5,7 +5,9 @@
     health.to_dict()                     # what `ckpt health URL --json` prints
 
 ``check_health`` opens one connection of its own (nothing is written), times ``SELECT 1``
-``samples`` times (the network + server floor under every checkpoint call), then reads one
+``samples`` times (the network + server floor under every checkpoint call; a p99 over the
+limit is measured once more and the better round kept, so one scheduler stall on a busy
+client does not fail the check while a slow network fails both rounds), then reads one
 snapshot in one statement (``SNAPSHOT_SQL``): server version, client connections by state
 and ``max_connections``, the database's buffer cache hit ratio, and for each checkpoint
 table (``CHECKPOINT_TABLES``) its live and dead tuples, table and index bytes (each index
@@ -122,6 +124,7 @@ class Health:
     tables_exist: bool
     problems: list[str]
     thresholds: dict[str, Any]
+    rtt_rounds: int = 1  # 2: the first round's p99 was over the limit, the better one is shown
 
     @property
     def healthy(self) -> bool:
@@ -213,7 +216,8 @@ def find_problems(h: Health, th: Thresholds) -> list[str]:
             "PostgresSaver.setup() or point the URL at the right database.")
     if h.samples and h.rtt_ms_p99 > th.pg_rtt_p99_ms:
         problems.append(
-            f"round trip p99 {h.rtt_ms_p99:.2f} ms over {h.samples} SELECT 1 is above "
+            f"round trip p99 {h.rtt_ms_p99:.2f} ms over {h.samples} SELECT 1"
+            f"{f' (the better of {h.rtt_rounds} rounds)' if h.rtt_rounds > 1 else ''} is above "
             f"{th.pg_rtt_p99_ms:g} ms: every checkpoint call pays at least one; run the "
             "application next to the database (same zone) or check the network.")
     if h.connections_used > th.pg_connections_used:
@@ -237,8 +241,8 @@ def find_problems(h: Health, th: Thresholds) -> list[str]:
     return problems
 
 
-def health_from(url: str, snap: dict[str, Any], rtt_ms: list[float], th: Thresholds
-                ) -> Health:
+def health_from(url: str, snap: dict[str, Any], rtt_ms: list[float], th: Thresholds,
+                rtt_rounds: int = 1) -> Health:
     tables = {name: table_health(name, (snap.get("tables") or {}).get(name))
               for name in CHECKPOINT_TABLES}
     conns = {k: int(v) for k, v in (snap.get("connections") or {}).items()}
@@ -251,7 +255,8 @@ def health_from(url: str, snap: dict[str, Any], rtt_ms: list[float], th: Thresho
         max_connections=max_conn, connections_used=total / max_conn if max_conn else 0.0,
         cache_hit_ratio=hit / (hit + read) if hit + read else None, cache_blocks=hit + read,
         tables=tables, tables_exist=all(t.exists for t in tables.values()), problems=[],
-        thresholds={k: v for k, v in asdict(th).items() if k.startswith("pg_")})
+        thresholds={k: v for k, v in asdict(th).items() if k.startswith("pg_")},
+        rtt_rounds=rtt_rounds)
     h.problems = find_problems(h, th)
     return h
 
@@ -267,7 +272,10 @@ def check_health(url: str, *, samples: int = 20, thresholds: Thresholds | None =
     conn = connect(url)
     try:
         conn.execute("SELECT 1").fetchone()  # warm: the first statement pays for catalogs
-        rtt = measure_rtt(conn, samples)
+        rounds = [measure_rtt(conn, samples)]
+        if percentile(rounds[0], 99) > th.pg_rtt_p99_ms:  # once more: a stall, or the network?
+            rounds.append(measure_rtt(conn, samples))
+        rtt = min(rounds, key=lambda r: percentile(r, 99))
         snap = read_snapshot(conn)
     except psycopg.errors.QueryCanceled:
         raise CheckpointError(
@@ -279,4 +287,4 @@ def check_health(url: str, *, samples: int = 20, thresholds: Thresholds | None =
         raise connect_error(url, exc) from None
     finally:
         conn.close()
-    return health_from(url, snap, rtt, th)
+    return health_from(url, snap, rtt, th, rtt_rounds=len(rounds))

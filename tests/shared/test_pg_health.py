@@ -79,8 +79,10 @@ def test_json_output_keys(pg_db: str, tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(data) == {
         "healthy", "url", "server_version", "database", "samples", "rtt_ms_p50", "rtt_ms_p99",
         "connections", "connections_total", "max_connections", "connections_used",
-        "cache_hit_ratio", "cache_blocks", "tables", "tables_exist", "problems", "thresholds"}
+        "cache_hit_ratio", "cache_blocks", "tables", "tables_exist", "problems", "thresholds",
+        "rtt_rounds"}
     assert data["healthy"] is True and data["samples"] == 5 and data["problems"] == []
+    assert data["rtt_rounds"] == 1  # within the limit: measured once
     assert set(data["tables"]) == set(CHECKPOINT_TABLES)
     assert set(data["tables"]["checkpoints"]) == {
         "name", "exists", "rows", "dead_tuples", "dead_ratio", "table_bytes", "index_bytes",
@@ -159,6 +161,7 @@ def test_round_trip_and_connection_thresholds(pg_db: str) -> None:
                                                      [str(h.connections_total), "of",
                                                       "max_connections"]]
     assert "above 0 ms" in h.problems[0] and "pool connections" in h.problems[1]
+    assert h.rtt_rounds == 2 and "(the better of 2 rounds)" in h.problems[0]
 
 
 def snapshot(**changes: Any) -> dict[str, Any]:
