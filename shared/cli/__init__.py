@@ -6,6 +6,7 @@
     ckpt migrate SRC DST            # then: ckpt verify SRC DST
     ckpt watch URL                  # the live terminal dashboard
     ckpt render                     # alert rules and Grafana dashboard from config/
+    ckpt health URL                 # PostgreSQL: latency, connections, bloat; exit 1 if unhealthy
 
 ``DB`` is a SQLite checkpoint file; ``SRC``/``DST`` a file or a ``postgresql://`` URL. Bad
 input is one sentence on stderr and exit status 2; Ctrl-C is ``ckpt: interrupted``, exit 130.
@@ -20,6 +21,7 @@ from shared.errors import OneLineArgumentParser, run_command
 
 def build_parser() -> argparse.ArgumentParser:
     from shared.cli.decide import add_decide_command
+    from shared.cli.health import add_health_command
     from shared.cli.inspect import add_inspect_command
     from shared.cli.migrate import add_migrate_commands
     from shared.cli.prune import add_prune_command
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_commands(sub)
     add_watch_command(sub)
     add_render_command(sub)
+    add_health_command(sub)
     return parser
 
 

@@ -54,6 +54,15 @@ class Thresholds:
     file_bytes_soon: float = 5e9
     min_attempts: int = 20
     servers: int = 1
+    # PostgreSQL health (shared/ops/pg_health.py, `ckpt health`) and its alert rules
+    pg_rtt_p99_ms: float = 5.0
+    pg_connections_used: float = 0.80
+    pg_dead_ratio: float = 0.20
+    pg_dead_tuples_min: int = 10_000
+    pg_cache_hit_min: float = 0.90
+    pg_cache_min_blocks: int = 10_000
+    pg_latency_p99_ms: float = 5.0
+    pg_pool_waiting_for: str = "5m"
 
     def with_(self, **changes: Any) -> Thresholds:
         """A copy with some thresholds changed (checked like the file)."""
@@ -68,27 +77,41 @@ _FILE_KEYS = {  # (section, key in the file) -> field
     ("decision", "error_rate_migrate"): "error_rate_migrate",
     ("decision", "file_bytes_soon"): "file_bytes_soon",
     ("decision", "min_attempts"): "min_attempts", ("decision", "servers"): "servers",
+    ("postgres", "rtt_p99_ms_above"): "pg_rtt_p99_ms",
+    ("postgres", "connections_used_above"): "pg_connections_used",
+    ("postgres", "dead_ratio_above"): "pg_dead_ratio",
+    ("postgres", "dead_tuples_at_least"): "pg_dead_tuples_min",
+    ("postgres", "cache_hit_below"): "pg_cache_hit_min",
+    ("postgres", "cache_min_blocks"): "pg_cache_min_blocks",
+    ("postgres", "latency_p99_ms_above"): "pg_latency_p99_ms",
+    ("postgres", "pool_waiting_for"): "pg_pool_waiting_for",
 }
+_DURATIONS = ("alert_window", "pg_pool_waiting_for")  # Prometheus ranges, not numbers
+_WHOLE = ("min_attempts", "servers", "pg_dead_tuples_min", "pg_cache_min_blocks")
+_FRACTIONS = ("alert_error_rate", "error_rate_migrate", "pg_connections_used", "pg_dead_ratio",
+              "pg_cache_hit_min")
 
 
 def _checked(th: Thresholds, where: str) -> Thresholds:
     for f in fields(th):
         value = getattr(th, f.name)
-        if f.name == "alert_window":
+        if f.name in _DURATIONS:
             if not (isinstance(value, str) and value[:-1].isdigit() and value[-1] in "smh"):
-                raise CheckpointError(f"{where}: alert window {value!r} must be a Prometheus "
+                what = "alert window" if f.name == "alert_window" else f.name
+                raise CheckpointError(f"{where}: {what} {value!r} must be a Prometheus "
                                       "range such as 30s, 1m or 1h.")
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise CheckpointError(f"{where}: {f.name} = {value!r} must be a number.")
         if not math.isfinite(value):
             raise CheckpointError(f"{where}: {f.name} = {value!r} must be a finite number.")
-        if f.name in ("min_attempts", "servers") and value != int(value):
+        if f.name in _WHOLE and value != int(value):
             raise CheckpointError(f"{where}: {f.name} = {value!r} must be a whole number.")
         if value < 0 or (f.name in ("window_s", "servers") and value <= 0):
             raise CheckpointError(f"{where}: {f.name} = {value!r} must be positive.")
-        if "error_rate" in f.name and value > 1:
-            raise CheckpointError(f"{where}: {f.name} = {value!r} is a fraction of attempts: "
+        if f.name in _FRACTIONS and value > 1:
+            of = " of attempts" if "error_rate" in f.name else ""
+            raise CheckpointError(f"{where}: {f.name} = {value!r} is a fraction{of}: "
                                   "write 0.01 for 1 %.")
     return th
 
