@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import tuple_row
 from rich.console import Console
 from rich.table import Table
 
 from shared.errors import CheckpointError
 from shared.infra.postgres import check_url
 from shared.infra.urls import mask_url, redact
-from shared.savers.retention import RetentionPolicy
+from shared.savers.retention import RetentionPolicy, aware
 from shared.savers.retention_pg import (
     PgProgress,
     PgPruneResult,
@@ -111,4 +112,65 @@ def print_pg_result(console: Console, url: str, result: PgPruneResult) -> None:
     console.print(table)
 
 
-__all__ = ["connect_checkpoint_db", "print_pg_result", "prune_url"]
+# --- audit: what a reader checks afterwards, by SQL and plain Python, without the planner ------
+
+DIGESTS = {  # every row of the three tables: its key, and a digest of everything else
+    "checkpoints": "SELECT thread_id, checkpoint_ns, checkpoint_id, md5(coalesce(type, '') || "
+                   "checkpoint::text || metadata::text) FROM checkpoints",
+    "checkpoint_blobs": "SELECT thread_id, checkpoint_ns, channel, version, md5(convert_to("
+                        "type, 'UTF8') || coalesce(blob, ''::bytea)) FROM checkpoint_blobs",
+    "checkpoint_writes": "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx::text, "
+                         "md5(convert_to(channel || '|' || coalesce(type, '') || '|' || task_path,"
+                         " 'UTF8') || blob) FROM checkpoint_writes",
+}
+AUDIT = {
+    "orphan_blobs": "SELECT count(*) FROM checkpoint_blobs b WHERE NOT EXISTS (SELECT 1 FROM "
+    "checkpoints c WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns AND "
+    "c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
+    "orphan_writes": "SELECT count(*) FROM checkpoint_writes w WHERE NOT EXISTS (SELECT 1 FROM "
+    "checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns AND "
+    "c.checkpoint_id = w.checkpoint_id)",
+    "dangling_parent_links": "SELECT count(*) FROM checkpoints c WHERE parent_checkpoint_id IS "
+    "NOT NULL AND NOT EXISTS (SELECT 1 FROM checkpoints p WHERE p.thread_id = c.thread_id AND "
+    "p.checkpoint_ns = c.checkpoint_ns AND p.checkpoint_id = c.parent_checkpoint_id)",
+}
+
+
+def row_digests(conn: psycopg.Connection) -> dict[str, dict[tuple[str, ...], str]]:
+    """Table -> {primary key: md5 of the rest of the row} (parent links are not hashed: a
+    prune cuts them on purpose, and the audit counts those apart)."""
+    cur = conn.cursor(row_factory=tuple_row)
+    return {t: {tuple(r[:-1]): r[-1] for r in cur.execute(q).fetchall()}
+            for t, q in DIGESTS.items()}
+
+
+def audit_counts(conn: psycopg.Connection) -> dict[str, int]:
+    cur = conn.cursor(row_factory=tuple_row)
+    return {name: cur.execute(q).fetchone()[0] for name, q in AUDIT.items()}
+
+
+def expected_after(conn: psycopg.Connection, cutoff: datetime | None, keep_last: int | None,
+                   digests: dict[str, dict[tuple[str, ...], str]]) -> dict[str, set[tuple]]:
+    """What a policy without DeltaChannel threads must leave, computed in plain Python from
+    each checkpoint's own ``ts`` (not its id): the checkpoints newer than ``cutoff`` or among
+    the newest ``keep_last`` of their (thread, ns); the blobs they reference; their writes."""
+    by_ns: dict[tuple[str, str], list[tuple[datetime, str, dict[str, str]]]] = {}
+    for t, ns, cid, ts, versions in conn.cursor(row_factory=tuple_row).execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, checkpoint ->> 'ts', "
+            "checkpoint -> 'channel_versions' FROM checkpoints"):
+        by_ns.setdefault((t, ns), []).append((aware(datetime.fromisoformat(ts)), cid,
+                                              versions or {}))
+    kept, refs = set(), set()
+    for (t, ns), rows in by_ns.items():
+        for rank, (ts, cid, versions) in enumerate(sorted(rows, reverse=True), 1):
+            if (cutoff is not None and ts >= cutoff) or (keep_last is not None
+                                                         and rank <= keep_last):
+                kept.add((t, ns, cid))
+                refs.update((t, ns, ch, str(v)) for ch, v in versions.items())
+    return {"checkpoints": kept,
+            "checkpoint_blobs": {k for k in digests["checkpoint_blobs"] if k in refs},
+            "checkpoint_writes": {k for k in digests["checkpoint_writes"] if k[:3] in kept}}
+
+
+__all__ = ["audit_counts", "connect_checkpoint_db", "expected_after", "print_pg_result",
+           "prune_url", "row_digests"]
