@@ -7,7 +7,11 @@ parent holding a pre-v4 checkpoint's pending sends), each with its reason. ``PgR
 row source: it reads ids, parents, the metadata markers and, for the few rows the DeltaChannel
 walk visits, the *keys* of ``checkpoint -> 'channel_values'`` / ``'channel_versions'`` and
 whether a blob row exists for a (channel, version). Nothing stored is ever decoded: no
-serializer runs, so a pickle or encrypted row cannot run code or stop the prune.
+serializer runs, so a pickle or encrypted row cannot run code or stop the prune. One
+difference from SQLite, by design: a checkpoint after a DeltaChannel snapshot whose version of
+that channel did not change still references the snapshot's blob, so it loads without the
+snapshot's checkpoint, and PostgreSQL may delete that ancestor where SQLite must keep it (the
+blob stays, referenced). Every other plan is the SQLite engine's (tests/shared/test_prune_pg).
 
 In PostgreSQL a channel value lives once in ``checkpoint_blobs`` under (thread, ns, channel,
 version), and every checkpoint that has that version in its ``channel_versions`` uses it. A
