@@ -112,10 +112,14 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
                                "min_rate": 100},
     "m4_postgres.s4_cutover": {"phase_s": 0.5, "clients": 2, "conversations": 4},
     "m4_postgres.s5_many_servers": {"turns": 4, "writer_seconds": 0.6},
+    # 45 days (a third past the 30-day cutoff), ~4,000 checkpoints: batches, writers, bytes
+    "m5_optimize.s4_retention": {"days": 45, "conversations_per_day": 6, "batch_size": 300,
+                                 "writers": 2, "writer_seconds": 1.5},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
-                       "m4_postgres.s4_cutover", "m4_postgres.s5_many_servers"}
+                       "m4_postgres.s4_cutover", "m4_postgres.s5_many_servers",
+                       "m5_optimize.s4_retention"}
 
 
 @dataclass(frozen=True)

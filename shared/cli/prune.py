@@ -4,6 +4,10 @@
     ckpt prune DB --older-than 30d --keep-last 20 --json      # do it, print the result as JSON
     ckpt prune DB --older-than 30d --every 24h                # stay up, prune once a day
     ckpt prune DB --keep-last 20 --gc-s3                      # and collect unreferenced S3 blobs
+    ckpt prune postgresql://app:secret@db:5432/agents --older-than 30d --keep-last 20
+
+DB is a SQLite checkpoint file or a ``postgresql://`` URL of a PostgresSaver database: on
+PostgreSQL the same policies run in short batched transactions (``shared.ops.prune_pg``).
 
 What a run does and says on interruption or failure: ``shared.ops.prune``.
 """
@@ -17,16 +21,26 @@ import shlex
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from shared.durations import format_duration, parse_duration
 from shared.errors import CheckpointError
+from shared.infra.urls import mask_url
 from shared.ops.files import open_checkpoint_db
+from shared.ops.prune_pg import print_pg_result, prune_url
 from shared.savers.retention import (  # the engine, re-exported: see __all__
     RetentionPolicy,
     thread_scope,
@@ -47,6 +61,7 @@ from shared.savers.retention_apply import (
     failed_stage,
     prune_now,
 )
+from shared.savers.retention_pg import PgProgress, PgPruneResult
 
 # One number per unit, largest unit first (1d12h): "1d1d" or "12h1d" are refused, not summed.
 MAX_KEEP_LAST = 1_000_000_000
@@ -59,8 +74,23 @@ def parse_keep_last(text: str) -> int:
     return int(text)
 
 
+def is_postgres_url(text: str) -> bool:
+    return re.match(r"(?i)postgres(ql)?://", text) is not None
+
+
+def _db_or_url(text: str) -> Path | str:
+    """A ``postgresql://`` URL stays a string (a Path would fold its ``//``)."""
+    return text if is_postgres_url(text) else Path(text)
+
+
+def _shown(db: Path | str) -> str:
+    return mask_url(db) if isinstance(db, str) else str(db)
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("db", metavar="DB", type=Path, help="path of the SQLite checkpoint file")
+    p.add_argument("db", metavar="DB", type=_db_or_url,
+                   help="a SQLite checkpoint file, or the postgresql://USER:PASSWORD@HOST:5432/"
+                   "DBNAME URL of a PostgresSaver database")
     p.add_argument("--older-than", metavar="AGE",
                    help="delete checkpoints older than AGE (30d, 12h, 90m, 45s)")
     p.add_argument("--keep-last", metavar="N",
@@ -79,6 +109,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also delete offloaded blobs in S3 that no checkpoint references any "
                    "more (S3_ENDPOINT_URL, AWS credentials, CKPT_S3_BUCKET); with --dry-run, "
                    "list the ones unreferenced now")
+    p.add_argument("--batch-size", type=int, default=500, metavar="N",
+                   help="PostgreSQL: checkpoints deleted per transaction (default 500)")
+    p.add_argument("--lock-timeout", type=int, default=2000, metavar="MS",
+                   help="PostgreSQL: a batch waiting longer than MS for another session's lock "
+                   "rolls back and is retried (default 2000)")
+    p.add_argument("--no-vacuum", action="store_true",
+                   help="PostgreSQL: skip the plain VACUUM after the deletions (autovacuum "
+                   "will do it later)")
     p.add_argument("--gc-grace", metavar="AGE", default="1h",
                    help="with --gc-s3: spare blobs younger than AGE, which a checkpoint being "
                    "written right now may need (default 1h)")
@@ -88,10 +126,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def add_prune_command(subparsers: Any) -> None:
     """Register ``prune`` on an argparse subparsers object (``ckpt prune``)."""
     p = subparsers.add_parser(
-        "prune", help="delete old checkpoints by a retention policy, then shrink the file",
+        "prune", help="delete old checkpoints by a retention policy (SQLite file or "
+        "PostgreSQL URL)",
         description="Delete checkpoints older than --older-than except the newest --keep-last "
         "of each thread, keeping what the kept ones need (DeltaChannel ancestors); orphaned "
-        "writes go too; then VACUUM. Exit status 2 on bad input.",
+        "writes go too; then VACUUM. DB is a SQLite file or a postgresql:// URL (PostgresSaver "
+        "tables: deleted in short batched transactions, unreferenced blobs removed). Exit "
+        "status 2 on bad input.",
         epilog="Daily with cron: 17 3 * * * cd /srv/app && .venv/bin/ckpt prune "
         "/data/checkpoints.sqlite --older-than 30d --keep-last 20 >> /var/log/ckpt-prune.log 2>&1")
     _add_arguments(p)
@@ -124,7 +165,7 @@ def _print_result(console: Console, db: Path, result: PruneResult) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command to run again to finish an interrupted or failed run (no --every)."""
-    parts = ["ckpt", "prune", str(args.db)]
+    parts = ["ckpt", "prune", _shown(args.db)]
     if args.older_than:
         parts += ["--older-than", args.older_than]
     if args.keep_last is not None:
@@ -208,6 +249,28 @@ def _stage_printer(args: argparse.Namespace) -> Callable[[PruneProgress], None] 
     return show
 
 
+@contextmanager
+def _pg_progress_bar(args: argparse.Namespace) -> Iterator[Callable[[int, int], object] | None]:
+    """A progress bar on stderr while batches commit (a terminal only, not with --json)."""
+    console = Console(stderr=True)
+    if args.json or args.dry_run or not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("deleting"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("checkpoints"), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("deleting", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _run_once_pg(args: argparse.Namespace, policy: RetentionPolicy,
+                 progress: PgProgress) -> PgPruneResult:
+    with _pg_progress_bar(args) as on_batch:
+        return prune_url(args.db, policy, args.threads, dry_run=args.dry_run,
+                         batch_size=args.batch_size, lock_timeout_ms=args.lock_timeout,
+                         vacuum=not args.no_vacuum, on_batch=on_batch, progress=progress)
+
+
 def _run_once(args: argparse.Namespace, policy: RetentionPolicy,
               progress: PruneProgress) -> PruneResult:
     gc = _s3_gc(args)  # S3 is checked before anything is deleted
@@ -286,17 +349,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise CheckpointError("--runs N needs --every and N of at least 1.")
     if args.gc_s3:  # checked now, not after the prune has run
         parse_duration(args.gc_grace, "--gc-grace")
+    pg = isinstance(args.db, str)
+    if pg and args.gc_s3:
+        raise CheckpointError("--gc-s3 collects the blobs offloaded from a SQLite file; a "
+                              "PostgreSQL prune removes its unreferenced checkpoint_blobs itself: "
+                              "drop --gc-s3.")
     policy = RetentionPolicy(older, keep)
     console = Console()
     runs, progress = 0, None
     try:
         while True:
-            progress = PruneProgress(on_stage=_stage_printer(args))
-            result = _run_once(args, policy, progress)
+            if pg:
+                progress = PgProgress()
+                result = _run_once_pg(args, policy, progress)
+            else:
+                progress = PruneProgress(on_stage=_stage_printer(args))
+                result = _run_once(args, policy, progress)
             progress, runs = None, runs + 1
             if args.json:
-                print(json.dumps({"db": str(args.db), "run": runs, **result.to_dict()}),
+                print(json.dumps({"db": _shown(args.db), "run": runs, **result.to_dict()}),
                       flush=True)
+            elif pg:
+                print_pg_result(console, args.db, result)
             else:
                 _print_result(console, args.db, result)
             if every is None or (args.runs is not None and runs >= args.runs):
@@ -308,6 +382,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if progress is None:  # asleep between runs (--every)
             print(f"ckpt prune: stopped by Ctrl-C after {runs} complete run(s).",
                   file=sys.stderr)
+        elif isinstance(progress, PgProgress):
+            print(f"ckpt: interrupted: {progress.done_text()}: the database is consistent; "
+                  f"run `{_command(args)}` to finish.", file=sys.stderr)
         else:
             print(interrupted_message(args, progress), file=sys.stderr)
         return 130

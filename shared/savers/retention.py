@@ -41,10 +41,10 @@ import json
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -226,6 +226,78 @@ class _Body(NamedTuple):
     v: int
 
 
+class IndexRow(NamedTuple):
+    """One checkpoint as the planner's first pass sees it: ids, parent, rank and markers."""
+
+    key: Key
+    parent: str | None
+    rank: int  # 1 = newest (highest id) of its (thread, namespace)
+    counters: frozenset[str]  # DeltaChannel names in counters_since_delta_snapshot
+    js_delta: bool  # metadata has delta_writes_versioned (LangGraph.js DeltaChannel)
+    is_old: bool | None  # id older than the cutoff; None when the id is not uuid6
+
+
+class RowSource(Protocol):
+    """Where the planner reads checkpoints from: a SQLite file (``SqliteRows``) or the
+    PostgreSQL saver's tables (``shared.savers.retention_pg.PgRows``). Scoped to the
+    threads it was made for; nothing it returns comes from decoding a stored value."""
+
+    def index(self, cutoff_id: str | None) -> Iterable[IndexRow]: ...
+
+    def body(self, key: Key) -> _Body | None: ...  # None: no row, or unreadable
+
+    def sends_parents(self) -> set[Key]: ...  # checkpoints with pending-send writes
+
+    def count_writes(self, candidates: set[Key], grace_id: str) -> tuple[int, int, int]: ...
+
+
+def _counter_names(counters: Any) -> frozenset[str]:
+    if isinstance(counters, str):
+        counters = json.loads(counters)
+    return frozenset(counters) if counters else frozenset()
+
+
+class SqliteRows:
+    """``RowSource`` over a SQLite checkpoint file (``checkpoints`` and ``writes``)."""
+
+    def __init__(self, conn: sqlite3.Connection, threads: tuple[str, ...] | None,
+                 serde: SerializerProtocol | None = None) -> None:
+        self.conn, self.threads, self.serde = conn, threads, serde
+
+    def index(self, cutoff_id: str | None) -> Iterable[IndexRow]:
+        where, params = thread_scope(self.threads)
+        meta = "CAST(metadata AS TEXT)"
+        # One pass over the index: rank within (thread, ns), and the DeltaChannel markers that
+        # LangGraph leaves in metadata (the same ones PostgresSaver's prune looks for).
+        cur = self.conn.execute(
+            f"""SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                       ROW_NUMBER() OVER (PARTITION BY thread_id, checkpoint_ns
+                                          ORDER BY checkpoint_id DESC),
+                       CASE WHEN json_valid({meta}) THEN
+                            json_extract({meta}, '$.counters_since_delta_snapshot') END,
+                       CASE WHEN json_valid({meta}) THEN
+                            json_extract({meta}, '$.delta_writes_versioned') IS NOT NULL END,
+                       CASE WHEN ? IS NULL THEN 0 WHEN {_IS_UUID6.format(c='checkpoint_id')}
+                            THEN checkpoint_id < ? ELSE NULL END
+                FROM checkpoints WHERE {where}""",  # noqa: S608 -- constant fragments
+            [cutoff_id, cutoff_id, *params])
+        for t, ns, cid, parent, rank, counters, js, is_old in cur:
+            yield IndexRow((t, ns, cid), parent, rank, _counter_names(counters), bool(js),
+                           None if is_old is None else bool(is_old))
+
+    def body(self, key: Key) -> _Body | None:
+        return _load(self.conn, self.serde, key)
+
+    def sends_parents(self) -> set[Key]:
+        w, p = thread_scope(self.threads)
+        return {tuple(r) for r in self.conn.execute(
+            f"SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM writes "  # noqa: S608
+            f"WHERE channel = ? AND {w}", [TASKS_CHANNEL, *p])}
+
+    def count_writes(self, candidates: set[Key], grace_id: str) -> tuple[int, int, int]:
+        return _count_writes(self.conn, self.threads, candidates, grace_id)
+
+
 def _load(conn: sqlite3.Connection, serde: SerializerProtocol | None, key: Key) -> _Body | None:
     """The outer fields of a checkpoint, read without decoding a single value
     (``shared.savers.inert``); None if it has no row, or cannot be read that way and no
@@ -264,40 +336,29 @@ def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
     decoding their values; ``serde`` (an application's own) is used only for rows that are
     not plain msgpack, such as encrypted ones."""
     threads = checked_thread_ids(thread_ids)
+    return plan_rows(SqliteRows(conn, threads, serde), policy, threads, now=now)
+
+
+def plan_rows(source: RowSource, policy: RetentionPolicy, threads: tuple[str, ...] | None,
+              *, now: datetime | None = None) -> PrunePlan:
+    """The planning rules, over any ``RowSource`` (scoped to ``threads``)."""
     now = aware(now or datetime.now(UTC))
     cutoff = now - policy.older_than if policy.older_than is not None else None
     cutoff_id = uuid6_at(cutoff) if cutoff is not None else None
-    where, params = thread_scope(threads)
-    meta = "CAST(metadata AS TEXT)"
-    # One pass over the index: rank within (thread, ns), and the DeltaChannel markers that
-    # LangGraph leaves in metadata (the same ones PostgresSaver's prune looks for).
-    cur = conn.execute(
-        f"""SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-                   ROW_NUMBER() OVER (PARTITION BY thread_id, checkpoint_ns
-                                      ORDER BY checkpoint_id DESC),
-                   CASE WHEN json_valid({meta}) THEN
-                        json_extract({meta}, '$.counters_since_delta_snapshot') END,
-                   CASE WHEN json_valid({meta}) THEN
-                        json_extract({meta}, '$.delta_writes_versioned') IS NOT NULL END,
-                   CASE WHEN ? IS NULL THEN 0 WHEN {_IS_UUID6.format(c='checkpoint_id')}
-                        THEN checkpoint_id < ? ELSE NULL END
-            FROM checkpoints WHERE {where}""",  # noqa: S608 -- constant fragments
-        [cutoff_id, cutoff_id, *params])
     rows: dict[Key, _Row] = {}
     old: set[Key] = set()
     unknown_age: list[Key] = []
-    for t, ns, cid, parent, rank, counters, js, is_old in cur:
-        key = (t, ns, cid)
-        names = frozenset(json.loads(counters)) if counters else frozenset()
-        rows[key] = _Row(parent, rank, names, bool(js))
-        if cutoff is None or is_old:
+    for r in source.index(cutoff_id):
+        key = r.key
+        rows[key] = _Row(r.parent, r.rank, r.counters, r.js_delta)
+        if cutoff is None or r.is_old:
             old.add(key)
-        elif is_old is None:
+        elif r.is_old is None:
             unknown_age.append(key)
     ages_from_ts = 0
     no_age: set[Key] = set()
-    for key in unknown_age:  # slow path: the id is not uuid6, read ts from the blob
-        body = _load(conn, serde, key)
+    for key in unknown_age:  # slow path: the id is not uuid6, read ts from the row
+        body = source.body(key)
         try:
             ts = aware(datetime.fromisoformat(body.ts)) if body and body.ts else None
         except ValueError:
@@ -336,17 +397,12 @@ def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
 
     # Rescue what the kept checkpoints need, until nothing changes (a rescued row may need
     # its own ancestors). `done[ch]` holds rows whose walk for channel ch is complete.
-    sends_parents = set()
-    if candidates:
-        w, p = thread_scope(threads)
-        sends_parents = {tuple(r) for r in conn.execute(
-            f"SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM writes "  # noqa: S608
-            f"WHERE channel = ? AND {w}", [TASKS_CHANNEL, *p])}
+    sends_parents = source.sends_parents() if candidates else set()
     loaded: dict[Key, tuple[frozenset[str], frozenset[str], int]] = {}
 
     def info(key: Key) -> tuple[frozenset[str], frozenset[str], int]:
         if key not in loaded:
-            body = _load(conn, serde, key)
+            body = source.body(key)
             if body is None:
                 raise _unreadable(key)
             loaded[key] = (body.values, body.versions, body.v)
@@ -387,8 +443,8 @@ def plan_prune(conn: sqlite3.Connection, policy: RetentionPolicy,
 
     delete = sorted(candidates)
     cut = sorted(k for k in keep if (p := parent_of(k)) is not None and p in candidates)
-    writes_in_scope, writes_to_delete, orphans = _count_writes(conn, threads, candidates,
-                                                               uuid6_at(now - ORPHAN_WRITES_GRACE))
+    writes_in_scope, writes_to_delete, orphans = source.count_writes(
+        candidates, uuid6_at(now - ORPHAN_WRITES_GRACE))
     return PrunePlan(policy, now, cutoff, threads, len(rows), writes_in_scope, delete, keep,
                      cut, writes_to_delete, orphans, ages_from_ts)
 
