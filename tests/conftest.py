@@ -34,6 +34,10 @@ def _children() -> set[int]:
     return alive
 
 
+# Servers that session-scoped fixtures started (they outlive the test that first asked).
+SESSION_CHILDREN: set[int] = set()
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_processes():
     if not Path("/proc/self/task").exists():  # not Linux: nothing to check with
@@ -42,7 +46,7 @@ def no_leftover_processes():
     before = _children()
     yield
     deadline = time.monotonic() + 5
-    while (left := _children() - before) and time.monotonic() < deadline:
+    while (left := _children() - before - SESSION_CHILDREN) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"test left child processes running: {sorted(left)}"
 
@@ -58,8 +62,12 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory):
     # Not under pytest's base temp: another pytest session starting as root resets that to
     # 0700, and the server (as ``nobody`` when we are root) could no longer reach its data.
     home = Path(tempfile.mkdtemp(prefix="ckpt-test-pg-"))
+    linux = Path("/proc/self/task").exists()
+    before = _children() if linux else set()
     try:
         with postgres_server(home / "data") as url:
+            if linux:
+                SESSION_CHILDREN.update(_children() - before)  # stopped at session end
             yield url
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -1,7 +1,7 @@
 """The ``ckpt`` command: one module per subcommand, every one with ``--help``.
 
     ckpt inspect DB                 # bytes by table, threads, largest rows (read-only)
-    ckpt prune DB --older-than 30d --keep-last 20 [--dry-run] [--gc-s3]
+    ckpt prune DB|URL --older-than 30d --keep-last 20 [--dry-run] [--gc-s3]
     ckpt decide URL|DB              # migrate or not, from live metrics or a database file
     ckpt migrate SRC DST            # then: ckpt verify SRC DST
     ckpt watch URL                  # the live terminal dashboard
