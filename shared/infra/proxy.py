@@ -1,7 +1,7 @@
 """A TCP proxy on loopback that adds network round-trip time and can terminate TLS.
 
-    with latency_proxy(url, rtt_ms=1.0, tls=True) as proxied:   # ...@127.0.0.1:PORT/db?sslmode=require
-        psycopg.connect(proxied)          # TLS to the proxy, 1 ms more per round trip
+    with latency_proxy(url, rtt_ms=1.0, tls=True) as proxied:  # @127.0.0.1:PORT/db?sslmode=require
+        psycopg.connect(proxied)        # TLS to the proxy, 1 ms more per round trip
 
 Connection cost depends on the network between the application and PostgreSQL: a new
 connection pays several round trips (TCP, the TLS handshake, startup and authentication)
@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -67,7 +67,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -217,10 +217,8 @@ class _Link:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def _serve_link(client: socket.socket, upstream: tuple[str, int], half: float,

@@ -1,4 +1,4 @@
-"""Connection pools for ``PostgresSaver`` / ``AsyncPostgresSaver``, and a pool timeout that says why.
+"""Pools for ``PostgresSaver`` / ``AsyncPostgresSaver``, and a pool timeout that says why.
 
     with open_saver_pool(url, max_size=20) as pool:            # psycopg_pool.ConnectionPool
         graph = build_chat_graph(PostgresSaver(pool))
@@ -68,9 +68,8 @@ class PoolExhausted(PoolTimeout, CheckpointError):
         if in_use >= pool.max_size:
             return cls(f"No free connection in pool {pool.name!r} after waiting {timeout:g} s: "
                        f"all {pool.max_size} connections (max_size={pool.max_size}) were in "
-                       f"use and {waiting} other requests were waiting too; raise max_size "
-                       "(within the server's max_connections) or timeout, or run fewer "
-                       "requests at once.")
+                       f"use ({waiting} requests queued); raise max_size (within the server's "
+                       "max_connections) or timeout, or run fewer requests at once.")
         return cls(f"No connection from pool {pool.name!r} after waiting {timeout:g} s, with "
                    f"only {in_use} of max_size={pool.max_size} in use: the pool could not "
                    "open connections to the server; check that the server is up and "
