@@ -97,7 +97,7 @@ def main(workdir: Path | None = None, calls: int = 100, rounds: int = 5,
                  max(s.max_server_conns - s.pool_max for s in sizing), "conns", "<= 0")
         w.metric("activity_samples_min", min(s.samples for s in sizing), "samples", ">= 3")
         big = [s for s in sizing if s.runs == max(run_counts)]
-        for s in (big[0], big[-1]):
+        for s in big[:1] + big[1:][-1:]:  # the smallest and the largest pool
             w.metric(f"runs_per_s_{s.runs}_on_{s.pool_max}", round(s.runs_per_s, 1), "runs/s")
 
         # --- 3. an exhausted pool: one sentence, still a PoolTimeout -----------------------
@@ -114,31 +114,13 @@ def main(workdir: Path | None = None, calls: int = 100, rounds: int = 5,
         # --- 4. PgBouncer in transaction mode: many clients, few server connections -------
         if find_pgbouncer() is None:
             w.show("PgBouncer: skipped, no pgbouncer binary (set PGBOUNCER or apt-get install "
-                   "pgbouncer); its metrics below say 'skipped'.")
+                   "pgbouncer); its metrics say 'skipped'.")
             for name in ("bouncer_clients_ok", "bouncer_server_conns_max",
                          "prepared_errors_threshold_0", "prepared_errors_threshold_5",
                          "prepared_errors_threshold_none"):
                 w.metric(name, "skipped")
-            return w
-        bdb = create_database(paths[1].url, "ckpt_m5_s1_bouncer")
-        setup_tables(bdb)
-        bounced = stack.enter_context(pgbouncer(bdb, pool_size=20, pool_mode="transaction",
-                                                max_client_conn=max(600, clients + 50)))
-        many = bounced_clients(bounced, bdb, clients, puts, None, tag="many")
-        w.show(f"PgBouncer: {many.max_clients_open} client connections open at once, "
-               f"{many.clients_ok} finished their {2 * puts} calls, over at most "
-               f"{many.max_server_conns} server connections, in {many.seconds:.1f} s")
-        broken = {thr: bounced_clients(bounced, bdb, 50, reps, thr, tag=f"thr{thr}")
-                  for thr, reps in ((0, 4), (5, 8))}
-        fixed = bounced_clients(bounced, bdb, 50, 4, None, tag="fixed")
-        for thr, b in {**broken, None: fixed}.items():
-            w.show(f"prepare_threshold={thr}: {b.errors} of {b.calls} calls failed "
-                   f"{b.error_kinds or ''} {b.error_examples[:2] or ''}".rstrip())
-        w.metric("bouncer_clients_ok", many.clients_ok, "clients", f"== {clients}")
-        w.metric("bouncer_server_conns_max", many.max_server_conns, "conns", "<= 20")
-        w.metric("prepared_errors_threshold_0", broken[0].errors, "errors", "> 0")
-        w.metric("prepared_errors_threshold_5", broken[5].errors, "errors", "> 0")
-        w.metric("prepared_errors_threshold_none", fixed.errors, "errors", "== 0")
+        else:
+            _bouncer(w, stack, paths[1].url, clients, puts)
     w.note("prepare_threshold=0 (LangGraph's setting) means 'prepare every statement on first "
            "use', not 'no prepared statements': None disables them. Behind PgBouncer in "
            "transaction mode use None (PgBouncer >= 1.21 can also track them: "
@@ -146,6 +128,29 @@ def main(workdir: Path | None = None, calls: int = 100, rounds: int = 5,
     w.note("The seed's '50 ms -> 5 ms' (10x) is what one request with one query saves at about "
            "1 ms RTT; acquisition alone (connect against checkout) differs by far more.")
     return w
+
+
+def _bouncer(w: Witness, stack: ExitStack, url: str, clients: int, puts: int) -> None:
+    """500 clients over 20 server connections; prepared statements broken, then fixed."""
+    bdb = create_database(url, "ckpt_m5_s1_bouncer")
+    setup_tables(bdb)
+    bounced = stack.enter_context(pgbouncer(bdb, pool_size=20, pool_mode="transaction",
+                                            max_client_conn=max(600, clients + 50)))
+    many = bounced_clients(bounced, bdb, clients, puts, None, tag="many")
+    w.show(f"PgBouncer: {many.max_clients_open} client connections open at once, "
+           f"{many.clients_ok} finished their {2 * puts} calls, over at most "
+           f"{many.max_server_conns} server connections, in {many.seconds:.1f} s")
+    broken = {thr: bounced_clients(bounced, bdb, 50, reps, thr, tag=f"thr{thr}")
+              for thr, reps in ((0, 4), (5, 8))}  # 5: only once a statement ran 5 times
+    fixed = bounced_clients(bounced, bdb, 50, 4, None, tag="fixed")
+    for thr, b in {**broken, None: fixed}.items():
+        w.show(f"prepare_threshold={thr}: {b.errors} of {b.calls} calls failed "
+               f"{b.error_kinds or ''} {b.error_examples[:2] or ''}".rstrip())
+    w.metric("bouncer_clients_ok", many.clients_ok, "clients", f"== {clients}")
+    w.metric("bouncer_server_conns_max", many.max_server_conns, "conns", "<= 20")
+    w.metric("prepared_errors_threshold_0", broken[0].errors, "errors", "> 0")
+    w.metric("prepared_errors_threshold_5", broken[5].errors, "errors", "> 0")
+    w.metric("prepared_errors_threshold_none", fixed.errors, "errors", "== 0")
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     "m4_postgres.s4_cutover": {"phase_s": 0.5, "clients": 2, "conversations": 4},
     "m4_postgres.s5_many_servers": {"turns": 4, "writer_seconds": 0.6},
     # starts its own embedded server (its Unix socket is one of the paths measured)
-    "m5_optimize.s1_pooling": {"calls": 30, "rounds": 3, "runs": "10,50,100",
+    "m5_optimize.s1_pooling": {"calls": 20, "rounds": 3, "runs": "10,50,100",
                                "pools": "5,10,20", "clients": 500, "puts": 1},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.

@@ -47,7 +47,7 @@ APP = "ckpt-m5-pool"  # application_name of the lesson's pooled connections
 # --- network paths ------------------------------------------------------------------------
 
 @dataclass
-class Path_:
+class NetPath:
     """One way to reach the server: ``url``, or ``skipped`` saying why not."""
 
     label: str
@@ -67,7 +67,7 @@ def server_has_tls(url: str) -> bool:
 
 
 @contextmanager
-def network_paths(wd: Path, rtts_ms: tuple[float, ...] = (1.0, 5.0)) -> Iterator[list[Path_]]:
+def network_paths(wd: Path, rtts_ms: tuple[float, ...] = (1.0, 5.0)) -> Iterator[list[NetPath]]:
     """The server (``DATABASE_URL`` or the embedded one) by each path; all stopped on exit.
 
     TLS: a server that has it is asked for it (``sslmode=require``) through a forwarding
@@ -77,12 +77,12 @@ def network_paths(wd: Path, rtts_ms: tuple[float, ...] = (1.0, 5.0)) -> Iterator
     with ExitStack() as stack:
         if os.environ.get("DATABASE_URL", "").strip():
             url = stack.enter_context(postgres_server(wd))
-            unix = Path_("unix socket", None, "DATABASE_URL names a remote server: no Unix "
+            unix = NetPath("unix socket", None, "DATABASE_URL names a remote server: no Unix "
                                               "socket to measure")
         else:
             server = stack.enter_context(embedded_postgres(wd))
             url = server.url
-            unix = Path_("unix socket", _socket_url(url, server.socket_dir))
+            unix = NetPath("unix socket", _socket_url(url, server.socket_dir))
         direct_tls = server_has_tls(url)
 
         def tls(rtt: float) -> str:
@@ -91,10 +91,10 @@ def network_paths(wd: Path, rtts_ms: tuple[float, ...] = (1.0, 5.0)) -> Iterator
                 return stack.enter_context(latency_proxy(url + sep + "sslmode=require", rtt))
             return stack.enter_context(latency_proxy(url, rtt, tls=True))
 
-        paths = [unix, Path_("tcp loopback", url),
-                 Path_("proxy, no TLS, +0 ms", stack.enter_context(latency_proxy(url, 0.0))),
-                 Path_("TLS, +0 ms", tls(0.0))]
-        paths += [Path_(f"TLS, +{rtt:g} ms RTT", tls(rtt)) for rtt in rtts_ms]
+        paths = [unix, NetPath("tcp loopback", url),
+                 NetPath("proxy, no TLS, +0 ms", stack.enter_context(latency_proxy(url, 0.0))),
+                 NetPath("TLS, +0 ms", tls(0.0))]
+        paths += [NetPath(f"TLS, +{rtt:g} ms RTT", tls(rtt)) for rtt in rtts_ms]
         yield paths
 
 
@@ -331,5 +331,5 @@ def bounced_clients(url: str, direct_url: str, clients: int, puts: int = 2,
     return asyncio.run(_bounce(url, direct_url, clients, puts, prepare_threshold, tag))
 
 
-__all__ = ["Acquisition", "Bounced", "Path_", "Sizing", "acquisition", "bounced_clients",
+__all__ = ["Acquisition", "Bounced", "NetPath", "Sizing", "acquisition", "bounced_clients",
            "concurrent_runs", "exhausted", "network_paths", "setup_tables", "ssl_in_use"]

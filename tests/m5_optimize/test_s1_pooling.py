@@ -50,7 +50,7 @@ def test_5_1_pooling(lesson_run: RunLesson) -> None:
     assert any(line.startswith("exhausted pool: No free connection") for line in w.evidence)
     if find_pgbouncer() is None:
         assert all(w[name].value == "skipped" for name in BOUNCER_METRICS)
-        assert not w.passed or all(w[name].target is None for name in BOUNCER_METRICS)
+        assert all(w[name].target is None for name in BOUNCER_METRICS)
         pytest.skip("pgbouncer is not installed: its part of the lesson was skipped")
     assert w["bouncer_clients_ok"].value == scale["clients"]
     assert w["bouncer_server_conns_max"].value <= 20
@@ -180,3 +180,16 @@ def test_pgbouncer_missing_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(CheckpointError, match="PgBouncer was not found"), \
             pgbouncer("postgresql://postgres@127.0.0.1:5432/postgres"):
         pass
+
+
+def test_without_pgbouncer_its_part_says_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path) -> None:
+    from m5_optimize.s1_pooling import main
+
+    monkeypatch.setenv("PGBOUNCER", "/nonexistent/pgbouncer")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    w = main(workdir=tmp_path, calls=5, rounds=1, runs="2", pools="2", clients=1)
+    assert w.error is None
+    assert all(w[name].value == "skipped" and w[name].target is None
+               for name in BOUNCER_METRICS)
+    assert any(line.startswith("PgBouncer: skipped") for line in w.evidence)
