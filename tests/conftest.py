@@ -120,6 +120,9 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
                                "min_rate": 100},
     "m4_postgres.s4_cutover": {"phase_s": 0.5, "clients": 2, "conversations": 4},
     "m4_postgres.s5_many_servers": {"turns": 4, "writer_seconds": 0.6},
+    # starts its own embedded server (its Unix socket is one of the paths measured)
+    "m5_optimize.s1_pooling": {"calls": 20, "rounds": 3, "runs": "10,50,100",
+                               "pools": "5,10,20", "clients": 500, "puts": 1},
     # 45 days (a third past the 30-day cutoff), ~4,000 checkpoints: batches, writers, bytes
     "m5_optimize.s4_retention": {"days": 45, "conversations_per_day": 6, "batch_size": 300,
                                  "writers": 2, "writer_seconds": 1.5},

@@ -1,8 +1,10 @@
 """PostgreSQL from several OS processes: chat workers serving one conversation, and writers.
 
 ``pg_pool(url)`` is the pool every process opens for itself (``PostgresSaver(pool)``), with
-the connection settings ``PostgresSaver`` needs (autocommit, dict rows, no server-side
-prepared statements, so a pooler such as PgBouncer in transaction mode also works).
+the connection settings ``PostgresSaver`` needs (autocommit, dict rows, and LangGraph's
+``prepare_threshold=0``, which in psycopg 3 prepares every statement on the server at its first
+use; ``None`` would disable prepared statements, as PgBouncer in transaction mode needs: see
+``shared/savers/pooling.py``).
 
 ``ChatWorkers(url, 2)`` forks worker processes that each open their own pool and
 ``PostgresSaver`` and serve chat turns sent over a pipe, like two app servers behind a load
@@ -28,17 +30,18 @@ from typing import Any
 
 import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from shared.bench import percentile
 from shared.graph import build_chat_graph
 from shared.proc import fork_child
+from shared.savers.pooling import SAVER_KWARGS
 from shared.savers.serde import graph_serde
 from shared.workloads.sqlite_writers import WriterStats, small_checkpoint, write_json
 
-PG_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
-                             "row_factory": dict_row}
+# autocommit, dict_row, prepare_threshold=0 ("prepare on first use", not "never"): the one
+# definition is SAVER_KWARGS in shared/savers/pooling.py
+PG_KWARGS: dict[str, Any] = SAVER_KWARGS
 # Errors that mean "another transaction was in the way", PostgreSQL's "database is locked".
 LOCK_ERRORS = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
                psycopg.errors.SerializationFailure)
