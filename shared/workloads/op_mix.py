@@ -10,7 +10,7 @@ is timed on the wall clock, as the application waits for it.
 Two ways to reach the database, as two services would:
 
 - ``"pool"``: each process holds a ``psycopg_pool.ConnectionPool`` and one ``PostgresSaver``
-  on it (``shared.savers.pooling``'s settings), so a call borrows an open connection;
+  on it (``shared.savers.pooling``), so a call borrows an open connection;
 - ``"connect"``: each call opens its own connection (``PostgresSaver.from_conn_string``) and
   closes it, which is what code without a pool does.
 
@@ -32,8 +32,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, create_checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
 
 from shared.proc import fork_child
+from shared.savers.pooling import open_saver_pool
 from shared.savers.serde import graph_serde
-from shared.workloads.postgres_writers import pg_pool
 from shared.workloads.sqlite_writers import write_json
 
 OPS = ("get_tuple", "put", "put_writes", "list", "list_filter")
@@ -58,7 +58,7 @@ def _saver_calls(url: str, mode: Mode) -> AbstractContextManager[Callable[[], An
 
     @contextmanager
     def pooled() -> Iterator[Callable[[], Any]]:
-        with pg_pool(url, max_size=2) as pool:
+        with open_saver_pool(url, max_size=2, name="op-mix") as pool:
             saver = PostgresSaver(pool, serde=graph_serde())
 
             @contextmanager

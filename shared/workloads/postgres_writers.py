@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool
 from shared.bench import percentile
 from shared.graph import build_chat_graph
 from shared.proc import fork_child
-from shared.savers.pooling import SAVER_KWARGS
+from shared.savers.pooling import SAVER_KWARGS, open_saver_pool
 from shared.savers.serde import graph_serde
 from shared.workloads.sqlite_writers import WriterStats, small_checkpoint, write_json
 
@@ -49,13 +49,9 @@ LOCK_ERRORS = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
 
 @contextmanager
 def pg_pool(url: str, max_size: int = 4) -> Iterator[ConnectionPool]:
-    """An open ``ConnectionPool`` for ``PostgresSaver(pool)``; closed on exit."""
-    pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=PG_KWARGS, open=False)
-    pool.open(wait=True, timeout=30)
-    try:
+    """An open pool for ``PostgresSaver(pool)`` (``shared.savers.pooling``); closed on exit."""
+    with open_saver_pool(url, min_size=1, max_size=max_size) as pool:
         yield pool
-    finally:
-        pool.close()
 
 
 def setup_postgres(url: str) -> None:
