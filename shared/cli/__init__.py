@@ -6,6 +6,7 @@
     ckpt migrate SRC DST            # then: ckpt verify SRC DST
     ckpt watch URL                  # the live terminal dashboard
     ckpt render                     # alert rules and Grafana dashboard from config/
+    ckpt pg indexes URL [--apply]   # the indexes PostgresSaver's queries need (CONCURRENTLY)
 
 ``DB`` is a SQLite checkpoint file; ``SRC``/``DST`` a file or a ``postgresql://`` URL. Bad
 input is one sentence on stderr and exit status 2; Ctrl-C is ``ckpt: interrupted``, exit 130.
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from shared.cli.decide import add_decide_command
     from shared.cli.inspect import add_inspect_command
     from shared.cli.migrate import add_migrate_commands
+    from shared.cli.pg import add_pg_commands
     from shared.cli.prune import add_prune_command
     from shared.cli.render import add_render_command
     from shared.cli.watch import add_watch_command
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_commands(sub)
     add_watch_command(sub)
     add_render_command(sub)
+    add_pg_commands(sub)
     return parser
 
 

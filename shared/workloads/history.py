@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.messages import HumanMessage
 
@@ -53,6 +54,10 @@ SAYINGS = ("Hi, my name is Alice.", "I live in Lyon.", "What is my name?",
            "Hello, I am Bruno.", "I live in Porto.", "What do I do?", "Call me Chen.",
            "My favourite colour is blue.", "I work as a nurse.", "Who am I?",
            "Can you summarise our chat?", "Thanks, that helps.")
+# The chat graph (START -> chatbot -> END) writes, per checkpoint of a turn: the input
+# checkpoint's task writes messages and its branch, chatbot's writes messages, the last none.
+# ``load_history`` checks its recorded conversations against this before it writes anything.
+CHAT_WRITES: tuple[tuple[str, ...], ...] = (("branch:to:chatbot", "messages"), ("messages",), ())
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 ZIPF_S = 1.0
 BATCH_THREADS = 500
@@ -63,8 +68,8 @@ class LoadReport:
     """What ``load_history`` wrote (counted by the sink) and how fast."""
 
     checkpoints: int
-    writes: int
-    blobs: int
+    writes: int  # rows of checkpoint_writes
+    blobs: int  # rows of checkpoint_blobs
     threads: int
     users: int
     seconds: float
@@ -229,8 +234,14 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
     """Write the seed's history into ``url`` (tables created first); see the module doc."""
     import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from shared.ops.migrate import _Committer
     from shared.ops.sinks import Batch, PostgresSink
@@ -239,10 +250,12 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
     plan = HistoryPlan(checkpoints, threads, users or max(1, threads // 10), seed, days)
     t0 = time.perf_counter()
     templates = record_templates(url, seed)
-    shortest = min(len(t.checkpoints) for t in templates)
-    if shortest < 3 * TEMPLATE_TURNS:
-        raise CheckpointError(f"a template conversation has {shortest} checkpoints, fewer than "
-                              f"the {3 * TEMPLATE_TURNS} a long thread replays.")
+    for t in templates:
+        shape = [tuple(sorted(w.channel for w in c.writes)) for c in t.checkpoints]
+        if shape != [CHAT_WRITES[s % 3] for s in range(3 * TEMPLATE_TURNS)]:
+            raise CheckpointError(f"the chat graph wrote {len(shape)} checkpoints with writes "
+                                  f"{shape[:3]}..., not the shape this history replays "
+                                  f"({3 * TEMPLATE_TURNS} checkpoints, {CHAT_WRITES}).")
     bar = Progress(TextColumn("loading history"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("checkpoints"), TimeElapsedColumn(), TimeRemainingColumn(),
                    disable=not progress, transient=False)
@@ -256,7 +269,7 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
         def done(b: Batch) -> None:  # in the committing thread, after each commit
             report.checkpoints += b.counts.checkpoints
             report.writes += b.counts.writes
-            report.blobs += b.counts.blobs
+            report.blobs += len(b.rows["blobs"])  # rows written to checkpoint_blobs
             report.threads += len(b.copies)
             bar.advance(task, b.counts.checkpoints)
 
@@ -273,5 +286,34 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
     return report
 
 
-__all__ = ["HistoryPlan", "LoadReport", "SESSION_TYPES", "ThreadPlan", "load_history",
-           "record_templates", "reference_filtered", "reference_latest", "reference_page"]
+def clone_database(url: str, name: str) -> str:
+    """A copy of ``url``'s database named ``name`` (files copied: seconds for gigabytes), on
+    the same server, so that one load serves a before/after comparison side by side."""
+    import psycopg
+    from psycopg import sql
+
+    from shared.infra.postgres import create_database
+
+    parts = urlsplit(url)
+    source, admin = parts.path.lstrip("/"), urlunsplit(parts._replace(path="/postgres"))
+    target = create_database(admin, name)  # validates the name, drops an old copy
+    with psycopg.connect(admin, autocommit=True) as conn:  # not on the source: it must be idle
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(source)))
+    return target
+
+
+__all__ = [
+    "CHAT_WRITES",
+    "SESSION_TYPES",
+    "HistoryPlan",
+    "LoadReport",
+    "ThreadPlan",
+    "clone_database",
+    "load_history",
+    "record_templates",
+    "reference_filtered",
+    "reference_latest",
+    "reference_page",
+]
