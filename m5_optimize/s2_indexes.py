@@ -66,11 +66,12 @@ def main(workdir: Path | None = None, checkpoints: int = FULL_SCALE, threads: in
                     p50 = interleave(run, counts, k=rounds, q=50, warmup=0)
                     ratio = cmp.ratio("without", "with")
                     w.show(f"{kind}: {cmp.describe()}; speed-up {ratio:.1f}x "
-                           f"({cmp.ratio_spread('without', 'with')})")
+                           f"({cmp.ratio_spread('without', 'with')}); on CPU time: "
+                           f"{cmp.describe('cpu')}")
                     for name in ("without", "with"):  # p50: median round; p99: best round
                         w.metric(f"{kind}_p50_{name}_ms", round(p50[name].median, 3), "ms")
-                        w.metric(f"{kind}_p99_{name}_ms", round(cmp[name].best, 3), "ms",
-                                 "< 5" if name == "with" else None)
+                        target = "< 5" if name == "with" and kind == "filtered_list" else None
+                        w.metric(f"{kind}_p99_{name}_ms", round(cmp[name].best, 3), "ms", target)
                     if kind == "filtered_list":
                         speedup = ratio
                         w.show(f"filtered_list scans without: {scans(old)}; with: {scans(new)}")
@@ -114,7 +115,8 @@ def main(workdir: Path | None = None, checkpoints: int = FULL_SCALE, threads: in
     w.note(f"Filtered list speed-up target at {scale_note}; p99 with the index < 5 ms.")
     w.note("Latest checkpoint, history pages and pending writes are served by the indexes "
            "setup() creates (primary keys, thread_id): a new index cannot help them, and the "
-           "plans show it is not used.")
+           "plans show it is not used. Their p99 is reported, not targeted here (5.3's budget): "
+           "a history page's time is mostly the saver decoding 10 checkpoints in Python.")
     return w
 
 
