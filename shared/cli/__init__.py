@@ -7,6 +7,7 @@
     ckpt watch URL                  # the live terminal dashboard
     ckpt render                     # alert rules and Grafana dashboard from config/
     ckpt health URL                 # PostgreSQL: latency, connections, bloat; exit 1 if unhealthy
+    ckpt pg indexes URL [--apply]   # the indexes PostgresSaver's queries need (CONCURRENTLY)
 
 ``DB`` is a SQLite checkpoint file; ``SRC``/``DST`` a file or a ``postgresql://`` URL. Bad
 input is one sentence on stderr and exit status 2; Ctrl-C is ``ckpt: interrupted``, exit 130.
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from shared.cli.health import add_health_command
     from shared.cli.inspect import add_inspect_command
     from shared.cli.migrate import add_migrate_commands
+    from shared.cli.pg import add_pg_commands
     from shared.cli.prune import add_prune_command
     from shared.cli.render import add_render_command
     from shared.cli.watch import add_watch_command
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch_command(sub)
     add_render_command(sub)
     add_health_command(sub)
+    add_pg_commands(sub)
     return parser
 
 
