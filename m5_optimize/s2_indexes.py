@@ -23,7 +23,7 @@ import shared.witness
 from shared.bench import interleave
 from shared.cli import main as ckpt
 from shared.errors import CheckpointError
-from shared.infra.postgres import create_database, postgres_server
+from shared.infra.postgres import create_database, drop_database, postgres_server
 from shared.ops.pg_indexes import INDEXES, SERVED_BY_SETUP, apply_indexes
 from shared.savers import open_postgres_saver
 from shared.witness import Witness, fresh_workdir
@@ -85,6 +85,8 @@ def main(workdir: Path | None = None, checkpoints: int = FULL_SCALE, threads: in
                 sizes = {r["relname"]: r["b"] for r in idx.conn.execute(
                     "SELECT c.relname, pg_relation_size(c.oid) b FROM pg_class c WHERE "
                     "c.relname = ANY(%s)", ([i.name for i in INDEXES] + ["checkpoints"],))}
+            for name in ("ckpt_m5_s2_plain", "ckpt_m5_s2_indexed"):  # GBs at full scale
+                drop_database(server, name)
     except CheckpointError as exc:
         w.error = " ".join(str(exc).split())
         return w

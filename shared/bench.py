@@ -49,6 +49,21 @@ DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 3
 
 
+def run_queue_ns(pid: int | None = None) -> int:
+    """Nanoseconds this thread (or process ``pid``) has so far spent runnable but waiting for
+    a CPU, from Linux's ``/proc/.../schedstat``; 0 where the kernel does not say.
+
+    Read around a call, it says how much of the call's wall-clock time was the scheduler's
+    (another program, or a sibling process, had the CPU), not the code's or the server's.
+    """
+    path = "/proc/thread-self/schedstat" if pid is None else f"/proc/{pid}/schedstat"
+    try:
+        with open(path) as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):  # not Linux, or the process has gone
+        return 0
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) of ``values`` by nearest rank; 0.0 for no values."""
     if not 0 <= q <= 100:

@@ -126,6 +126,9 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     # 30,000 checkpoints: the table scan the index replaces is ~30 MB, not ~1 GB
     "m5_optimize.s2_indexes": {"checkpoints": 30_000, "threads": 3_000, "calls": 20,
                                "rounds": 3, "puts": 60},
+    # 20,000 checkpoints, 8 processes: the budget where the filter scan is still short
+    "m5_optimize.s3_latency_budget": {"checkpoints": 20_000, "threads": 2_000, "seconds": 2.0,
+                                      "rounds": 3, "sample": 1_000},
     # 45 days (a third past the 30-day cutoff), ~4,000 checkpoints: batches, writers, bytes
     "m5_optimize.s4_retention": {"days": 45, "conversations_per_day": 6, "batch_size": 300,
                                  "writers": 2, "writer_seconds": 1.5},
@@ -133,7 +136,8 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
                        "m4_postgres.s4_cutover", "m4_postgres.s5_many_servers",
-                       "m5_optimize.s2_indexes", "m5_optimize.s4_retention"}
+                       "m5_optimize.s2_indexes", "m5_optimize.s3_latency_budget",
+                       "m5_optimize.s4_retention"}
 
 
 @dataclass(frozen=True)

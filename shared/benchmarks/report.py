@@ -117,7 +117,46 @@ def filters_chart(filters: dict[str, Any], out: Path) -> list[Path]:
     return [_save(fig, out / "bench-filter-latency.png")]
 
 
-CHARTS = {"writes": writes_charts, "filters": filters_chart}
+def budget_charts(budget: dict[str, Any], out: Path) -> list[Path]:
+    """p99 of every checkpoint operation by table size and by concurrency, both setups."""
+    paths = []
+    for key, xkey, xlabel, name, log_x in (
+            ("by_size", "checkpoints", "checkpoints in the table (log scale)",
+             "bench-budget-by-size.png", True),
+            ("by_processes", "processes", "service processes at once",
+             "bench-budget-by-concurrency.png", False)):
+        series = budget[key]
+        if not series:
+            continue
+        xs = [s[xkey] for s in series]
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+        for ax, setup in zip(axes, ("baseline", "tuned"), strict=True):
+            for op in budget["ops"]:
+                _errorbar(ax, xs, [s[setup][op]["p99_ms"] for s in series], label=op)
+            ax.axhline(5.0, color="red", linestyle=":", label="5 ms budget")
+            if log_x:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(xs, [_count(x) for x in xs])
+            _plain_log_y(ax)
+            ax.tick_params(axis="y", which="both", labelleft=True)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("p99 latency (ms, log scale)")
+            ax.set_title({"baseline": "no pool, setup() indexes only",
+                          "tuned": "pool + ckpt pg indexes"}[setup])
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fixed = (f"{series[0]['processes']} processes" if key == "by_size"
+                 else f"{_count(series[0]['checkpoints'])} checkpoints")
+        fig.text(0.01, 0.005, f"{fixed}; Poisson arrivals ({budget['rate']:g} turns/s per process, "
+                 f"{budget['seconds']:g} s a round); median of {budget['rounds']} alternating "
+                 "rounds (bars: min-max)", fontsize=7, alpha=0.8)
+        fig.subplots_adjust(bottom=0.15)
+        paths.append(_save(fig, out / name))
+    return paths
+
+
+CHARTS = {"writes": writes_charts, "filters": filters_chart, "budget": budget_charts}
 
 
 def write_report(results: dict[str, Any], out: Path) -> Path:

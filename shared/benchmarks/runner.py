@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import ROOT
+from shared.benchmarks.budget import measure_budget
 from shared.benchmarks.filters import measure_filters
 from shared.benchmarks.report import write_report
 from shared.benchmarks.writes import measure_writes
@@ -30,14 +31,19 @@ from shared.errors import CheckpointError
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "writes": measure_writes,
     "filters": measure_filters,
+    "budget": measure_budget,
 }
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {"writes": {"processes": (1, 2, 4, 8), "seconds": 2.0, "rounds": 3,
                         "warmup_s": 1.0},
              "filters": {"sizes": (1_000, 10_000, 100_000, 300_000), "rounds": 3,
-                         "runs": 100}},
+                         "runs": 100},
+             "budget": {"sizes": (10_000, 100_000, 1_000_000), "processes": (1, 2, 4, 8),
+                        "rounds": 3, "seconds": 3.0}},
     "quick": {"writes": {"processes": (1, 2), "seconds": 0.4, "rounds": 2, "warmup_s": 0.2},
-              "filters": {"sizes": (200, 2_000), "rounds": 2, "runs": 10}},
+              "filters": {"sizes": (200, 2_000), "rounds": 2, "runs": 10},
+              "budget": {"sizes": (500, 2_000), "processes": (1, 2), "rounds": 2,
+                         "seconds": 0.5}},
 }
 
 
@@ -81,7 +87,25 @@ def _charts(path: Path) -> list[list[str]]:
     return list(json.loads(path.read_text())["charts"].values())
 
 
+def _budget_table(budget: dict[str, Any]) -> Table:
+    table = Table(title="PostgreSQL checkpoint operations, p99 ms: median over rounds")
+    for col in ("checkpoints", "processes", "setup", *budget["ops"], "errors"):
+        table.add_column(col, justify="right" if col != "setup" else "left")
+    seen = []
+    for s in budget["by_size"] + budget["by_processes"]:
+        if (s["checkpoints"], s["processes"]) in seen:
+            continue
+        seen.append((s["checkpoints"], s["processes"]))
+        for setup in ("baseline", "tuned"):
+            table.add_row(f"{s['checkpoints']:,}", str(s["processes"]), setup,
+                          *(f"{s[setup][op]['p99_ms']['median']:.2f}" for op in budget["ops"]),
+                          str(s[setup]["errors"]))
+    return table
+
+
 def _print_summary(results: dict[str, Any], console: Console) -> None:
+    if budget := results["benchmarks"].get("budget"):
+        console.print(_budget_table(budget))
     writes = results["benchmarks"].get("writes")
     if writes:
         table = Table(title="Writers: median over rounds (min-max)")
@@ -126,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shared.benchmarks",
         description="Long measurements with charts: SQLite vs PostgreSQL writers by number of "
-                    "processes, metadata-filter latency by table size. Writes DIR/bench.json "
+                    "processes, metadata-filter latency by table size, PostgreSQL operation "
+                    "latency by table size and concurrency with and without pool and indexes. "
+                    "Writes DIR/bench.json "
                     "and DIR/bench-*.png.",
         epilog="PostgreSQL is DATABASE_URL if set (a database ckpt_bench_writes is created "
                "there, replacing one of that name), else an embedded server, stopped after. "

@@ -32,11 +32,20 @@ class Statement:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def line(self, width: int = 90) -> str:
-        """One evidence line: calls, mean, total, then the normalised query, cut to fit."""
+    @property
+    def gist(self) -> str:
+        """The part that tells statements apart: PostgresSaver's reads all begin alike, so
+        what follows their main ``from checkpoints`` (the filter, order and limit) is shown."""
         query = " ".join(self.query.split())
-        return (f"{self.calls:>7,} calls  mean {self.mean_ms:7.3f} ms  total {self.total_ms:9.1f}"
-                f" ms  {query[:width]}{'…' if len(query) > width else ''}")
+        at = query.lower().rfind("from checkpoints ")
+        return f"… {query[at:]}" if query.lower().startswith("select") and at > 0 else query
+
+    def line(self, width: int = 90) -> str:
+        """One evidence line: calls, mean, max, total, then the query's gist, cut to fit."""
+        query = self.gist
+        cut = f"{query[:width]}{'…' if len(query) > width else ''}"
+        return (f"{self.calls:>6,} calls, mean {self.mean_ms:.3f} ms, max {self.max_ms:.1f} ms, "
+                f"total {self.total_ms:,.0f} ms: {cut}")
 
 
 def enable_statements(url: str) -> bool:

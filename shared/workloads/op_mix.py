@@ -14,12 +14,19 @@ Two ways to reach the database, as two services would:
 - ``"connect"``: each call opens its own connection (``PostgresSaver.from_conn_string``) and
   closes it, which is what code without a pool does.
 
-Turns are paced (``rate`` turns per second per process): a service is not a closed loop,
-and a saturated 2-core machine would measure the scheduler, not the database.
+After start-up each process calls ``gc.freeze()`` (``freeze=False`` shows why): Python's
+full collections otherwise walk every object the imports made (langchain, pydantic,
+psycopg), a pause of tens of milliseconds that lands in the p99 of whatever call it
+interrupts. Instagram's engineers made the same change for the same reason.
+
+Turns arrive at random (a Poisson process of ``rate`` turns per second per process): a
+service is not a closed loop, and a saturated 2-core machine would measure the scheduler,
+not the database. A turn that falls behind its arrival time starts at once.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import time
@@ -31,17 +38,30 @@ from typing import Any, Literal
 from langgraph.checkpoint.base import BaseCheckpointSaver, create_checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
 
+from shared.bench import run_queue_ns
 from shared.proc import fork_child
 from shared.savers.pooling import open_saver_pool
 from shared.savers.serde import graph_serde
 from shared.workloads.sqlite_writers import write_json
 
 OPS = ("get_tuple", "put", "put_writes", "list", "list_filter")
+# A page (10 checkpoints) decodes every message of every checkpoint on it, and the saver's
+# decoding costs about 15 µs of CPU per message: pages of more than PAGE_MESSAGES messages
+# are timed apart, under "<op>_long" (a 5-turn message window per checkpoint stays within).
+PAGES, PAGE_MESSAGES, LONG = ("list", "list_filter"), 100, "_long"
+ALL_OPS = OPS + tuple(op + LONG for op in PAGES)
 Mode = Literal["pool", "connect"]
+WARMUP_TURNS = 5
 
 
-def sample_targets(url: str, threads: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """``threads`` thread ids of the history and the user ids found on them (a sample)."""
+def sample_targets(url: str, threads: int, seed: int = 0, max_user_checkpoints: int = 200,
+                   ) -> tuple[list[str], dict[str, str]]:
+    """``threads`` thread ids of the history, and the user of those whose user is selective.
+
+    A filter is selective when its user owns at most ``max_user_checkpoints`` checkpoints:
+    for a user who owns a large share of the table no index avoids reading and sorting all
+    of their rows (5.2 shows it), so those threads skip the filtered ``list``.
+    """
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -50,30 +70,37 @@ def sample_targets(url: str, threads: int, seed: int = 0) -> tuple[list[str], li
             "SELECT thread_id, max(metadata->>'user_id') AS user_id FROM checkpoints "
             "WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY random() LIMIT %s",
             (threads,)).fetchall()
-    return [r[0] for r in rows], sorted({r[1] for r in rows if r[1] is not None})
+        owned = dict(conn.execute(
+            "SELECT metadata->>'user_id', count(*) FROM checkpoints WHERE metadata->>'user_id' "
+            "= ANY(%s) GROUP BY 1", ([r[1] for r in rows if r[1] is not None],)).fetchall())
+    return [r[0] for r in rows], {r[0]: r[1] for r in rows
+                                  if r[1] is not None and owned[r[1]] <= max_user_checkpoints}
 
 
 def _saver_calls(url: str, mode: Mode) -> AbstractContextManager[Callable[[], Any]]:
-    """A context whose value gives the saver for one call (the same one, or a new one)."""
+    """A context whose value opens the saver for one call (the same one, or a new one) and
+    gives it with the pids of the server backends that may serve it."""
 
     @contextmanager
     def pooled() -> Iterator[Callable[[], Any]]:
-        with open_saver_pool(url, max_size=2, name="op-mix") as pool:
+        with open_saver_pool(url, min_size=2, max_size=2, name="op-mix") as pool:
             saver = PostgresSaver(pool, serde=graph_serde())
+            with pool.connection() as a, pool.connection() as b:  # both, held at once
+                pids = [a.info.backend_pid, b.info.backend_pid]
 
             @contextmanager
-            def same() -> Iterator[BaseCheckpointSaver]:
-                yield saver
+            def same() -> Iterator[tuple[BaseCheckpointSaver, list[int]]]:
+                yield saver, pids
 
             yield same
 
     @contextmanager
     def connecting() -> Iterator[Callable[[], Any]]:
         @contextmanager
-        def fresh() -> Iterator[BaseCheckpointSaver]:
+        def fresh() -> Iterator[tuple[BaseCheckpointSaver, list[int]]]:
             with PostgresSaver.from_conn_string(url) as saver:
                 saver.serde = graph_serde()
-                yield saver
+                yield saver, [saver.conn.info.backend_pid]
 
         yield fresh
 
@@ -81,14 +108,26 @@ def _saver_calls(url: str, mode: Mode) -> AbstractContextManager[Callable[[], An
 
 
 def _turn(open_saver: Callable[[], Any], thread_id: str, user_id: str | None,
-          times: dict[str, list[float]]) -> None:
-    """One turn on ``thread_id``: the five operations, each timed with its connection."""
+          times: dict[str, list[float]], ready: dict[str, list[float]]) -> None:
+    """One turn on ``thread_id``: the five operations, each timed with its connection.
+
+    ``times`` gets each call's wall-clock milliseconds; ``ready`` the same less the time this
+    thread and the server backends sat in the run queue waiting for a CPU meanwhile.
+    """
 
     def timed(op: str, fn: Callable[[BaseCheckpointSaver], Any]) -> Any:
-        t0 = time.perf_counter()
-        with open_saver() as saver:
+        t0, queued = time.perf_counter_ns(), run_queue_ns()
+        with open_saver() as (saver, backends):
+            server_queued = sum(run_queue_ns(pid) for pid in backends)
             result = fn(saver)
-        times[op].append((time.perf_counter() - t0) * 1000)
+            server_queued = sum(run_queue_ns(pid) for pid in backends) - server_queued
+        elapsed = time.perf_counter_ns() - t0
+        queued = run_queue_ns() - queued + server_queued
+        if op in PAGES and sum(len(t.checkpoint["channel_values"].get("messages", ()))
+                               for t in result) > PAGE_MESSAGES:
+            op += LONG  # a page of long conversations: decoding is most of its time
+        times[op].append(elapsed / 1e6)
+        ready[op].append(max(0, elapsed - queued) / 1e6)
         return result
 
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
@@ -116,43 +155,54 @@ def _turn(open_saver: Callable[[], Any], thread_id: str, user_id: str | None,
 
 
 def _op_worker(url: str, mode: Mode, out: str, start_at: float, seconds: float, rate: float,
-               thread_ids: list[str], user_of: dict[str, str], seed: int) -> None:
+               thread_ids: list[str], user_of: dict[str, str], seed: int, freeze: bool) -> None:
     """One service process: paced turns on its threads until the time is up."""
     rng = random.Random(seed)
-    times: dict[str, list[float]] = {op: [] for op in OPS}
+    times: dict[str, list[float]] = {op: [] for op in ALL_OPS}
+    ready: dict[str, list[float]] = {op: [] for op in ALL_OPS}
     errors: list[str] = []
     with _saver_calls(url, mode) as open_saver:
+        # Untimed turns first: a new server backend fills its catalog caches on its first
+        # queries (milliseconds), which is start-up, not the steady state being measured.
+        for thread_id in thread_ids[:WARMUP_TURNS]:
+            _turn(open_saver, thread_id, user_of.get(thread_id), {op: [] for op in ALL_OPS},
+                  {op: [] for op in ALL_OPS})
+        if freeze:  # what a service does after start-up (see the module doc)
+            gc.freeze()
         while time.time() < start_at:
             time.sleep(0.001)
-        turn = 0
-        while (now := time.time()) < start_at + seconds:
-            due = start_at + turn / rate
-            if due > now:
-                time.sleep(due - now)
-            turn += 1
+        # Poisson arrivals: requests come when users send them, not in lockstep; processes
+        # woken at the same instants would queue for the 2 cores and time each other.
+        due = start_at + rng.expovariate(rate)
+        while due < start_at + seconds:
+            if (wait := due - time.time()) > 0:
+                time.sleep(wait)
+            due += rng.expovariate(rate)
             thread_id = rng.choice(thread_ids)
             try:
-                _turn(open_saver, thread_id, user_of.get(thread_id), times)
+                _turn(open_saver, thread_id, user_of.get(thread_id), times, ready)
             except Exception as exc:  # the parent reports it; the worker goes on
                 errors.append(f"{type(exc).__name__}: {exc}")
-    write_json(Path(out), {"times": times, "errors": len(errors), "examples": errors[:3]})
+    write_json(Path(out), {"times": times, "ready": ready, "errors": len(errors),
+                           "examples": errors[:3]})
 
 
 def measure_op_mix(url: str, workdir: Path, *, mode: Mode, processes: int = 8,
                    seconds: float = 3.0, rate: float = 20.0, thread_ids: list[str],
-                   user_of: dict[str, str], seed: int = 0,
-                   start_delay_s: float = 0.5) -> dict[str, Any]:
+                   user_of: dict[str, str], seed: int = 0, freeze: bool = True,
+                   start_delay_s: float = 2.0) -> dict[str, Any]:
     """Fork ``processes`` services on ``url``; milliseconds per operation from all of them.
 
-    Returns ``{"times": {op: [ms, ...]}, "errors": n, "examples": [...], "turns": n}``.
+    Returns ``{"times": {op: [ms, ...]}, "ready": {op: [ms, ...]}, "errors": n,
+    "examples": [...], "turns": n}`` (``ready``: see ``_turn``).
     Each process gets its own slice of ``thread_ids`` (no two write the same thread).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     outs = [workdir / f"mix-{mode}-{i}.json" for i in range(processes)]
-    start_at = time.time() + start_delay_s  # leave the forks time to open their pools
+    start_at = time.time() + start_delay_s  # the forks open their pools and warm up first
     slices = [thread_ids[i::processes] for i in range(processes)]
     children = [fork_child(_op_worker, url, mode, str(o), start_at, seconds, rate, s,
-                           user_of, seed * 1000 + i)
+                           user_of, seed * 1000 + i, freeze)
                 for i, (o, s) in enumerate(zip(outs, slices, strict=True))]
     for child in children:
         child.join(timeout=start_delay_s + seconds + 120)
@@ -164,7 +214,8 @@ def measure_op_mix(url: str, workdir: Path, *, mode: Mode, processes: int = 8,
         o.unlink(missing_ok=True)
     if len(results) != processes:
         raise RuntimeError(f"{processes - len(results)} of {processes} service processes died")
-    times = {op: [v for r in results for v in r["times"][op]] for op in OPS}
-    return {"times": times, "errors": sum(r["errors"] for r in results),
+    times = {op: [v for r in results for v in r["times"][op]] for op in ALL_OPS}
+    ready = {op: [v for r in results for v in r["ready"][op]] for op in ALL_OPS}
+    return {"times": times, "ready": ready, "errors": sum(r["errors"] for r in results),
             "examples": [e for r in results for e in r["examples"]][:3],
             "turns": len(times["get_tuple"])}

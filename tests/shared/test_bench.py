@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,32 @@ def test_by_call_spreads_a_burst_over_every_contender() -> None:
     blocks = bench.interleave({"A": stall_sometimes, "B": stall_sometimes}, calls=8, k=2,
                               warmup=0, q=25)
     assert max(blocks.ratios("B", "A")) > 3 or min(blocks.ratios("B", "A")) < 1 / 3
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/schedstat").exists(), reason="Linux only")
+def test_run_queue_ns_counts_the_time_another_process_held_our_cpu() -> None:
+    import multiprocessing
+    import os
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    cpu = min(os.sched_getaffinity(0))
+    before_affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # we and a busy child share one CPU
+    try:
+        child = multiprocessing.get_context("fork").Process(target=spin, args=(1.0,))
+        child.start()
+        try:
+            waited = bench.run_queue_ns()
+            spin(0.4)
+            waited = bench.run_queue_ns() - waited
+        finally:
+            child.join()
+    finally:
+        os.sched_setaffinity(0, before_affinity)
+    assert waited > 50_000_000  # of 0.4 s runnable, a good share spent waiting for the CPU
+    assert bench.run_queue_ns(os.getpid()) >= 0
+    assert bench.run_queue_ns(2**22 + 12345) == 0  # no such process: 0, not an error

@@ -13,7 +13,14 @@ from shared.graph import build_chat_graph
 from shared.llm import OfflineChatModel
 from shared.ops.pg_statements import enable_statements, reset_statements, top_statements
 from shared.savers.serde import graph_serde
-from shared.workloads.op_mix import OPS, measure_op_mix, sample_targets
+from shared.workloads.op_mix import (
+    ALL_OPS,
+    OPS,
+    PAGES,
+    WARMUP_TURNS,
+    measure_op_mix,
+    sample_targets,
+)
 from shared.workloads.postgres_writers import pg_pool, setup_postgres
 
 
@@ -36,16 +43,18 @@ def _sessions(url: str) -> int:
 
 
 def test_sample_targets_finds_threads_and_their_users(chats: str) -> None:
-    threads, users = sample_targets(chats, 5)
+    threads, user_of = sample_targets(chats, 5)
     assert len(threads) == 5 and len(set(threads)) == 5
-    assert set(users) <= {"u0", "u1", "u2"} and users
+    assert set(user_of) == set(threads)  # every user owns few checkpoints: all selective
+    assert set(user_of.values()) <= {"u0", "u1", "u2"}
+    _, selective = sample_targets(chats, 12, max_user_checkpoints=20)
+    assert selective == {}  # each user owns 4 threads x 6 checkpoints: none under 20
 
 
 @pytest.mark.parametrize("mode", ["pool", "connect"])
 def test_every_operation_is_timed_and_a_pool_opens_few_connections(
         chats: str, tmp_path: Path, mode: str) -> None:
-    threads, _ = sample_targets(chats, 12)
-    user_of = {t: f"u{int(t[1:]) % 3}" for t in threads}
+    threads, user_of = sample_targets(chats, 12)
     with psycopg.connect(chats) as conn:
         before_rows = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     sessions = _sessions(chats)
@@ -54,11 +63,13 @@ def test_every_operation_is_timed_and_a_pool_opens_few_connections(
     opened = _sessions(chats) - sessions - 1  # minus our own reading session
     assert out["errors"] == 0, out["examples"]
     assert out["turns"] >= 4
-    assert all(len(out["times"][op]) == out["turns"] for op in OPS)
-    assert all(v > 0 for op in OPS for v in out["times"][op])
+    assert all(len(out["times"][op]) == out["turns"] for op in OPS if op not in PAGES)
+    # a page of 10 checkpoints of long conversations is timed apart, never lost
+    assert len(out["times"]["list"]) + len(out["times"]["list_long"]) == out["turns"]
+    assert all(v > 0 for op in ALL_OPS for v in out["times"][op])
     with psycopg.connect(chats) as conn:  # every turn stored one checkpoint
         after_rows = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-    assert after_rows - before_rows == out["turns"]
+    assert after_rows - before_rows == out["turns"] + 2 * WARMUP_TURNS  # and untimed turns
     if mode == "pool":
         assert opened <= 2 * 2  # at most the pools' max_size per process
     else:
