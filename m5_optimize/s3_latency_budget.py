@@ -166,8 +166,10 @@ def main(workdir: Path | None = None, checkpoints: int = 1_000_000, threads: int
            "(*_long). Their time grows with the conversation, not the table: the database "
            "part stays under a millisecond (pg_stat_statements above). Milestone 6 keeps "
            "checkpoints small (a message window) so every page stays within the budget.")
-    w.note("gc_pause_p99_ms: how much later the slowest operation's p99 lands without "
-           "gc.freeze() after start-up; a full collection walks every object the imports made.")
+    w.note("gc_pause_p99_ms: how much later the slowest operation's p99 (median round) lands "
+           "without gc.freeze() after start-up. A full collection walks every object the "
+           "imports made (tens of ms), but it runs only once enough objects survived, so it "
+           "lands in some rounds and not others: the figure varies from run to run.")
     return w
 
 

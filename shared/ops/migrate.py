@@ -238,7 +238,7 @@ def _save_progress(path: Path | None, done: set[str]) -> None:
     os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half
 
 
-class _Committer:
+class Committer:
     """Commits batches in order, in a background thread when the sink allows it.
 
     The queue holds one batch: while batch N is written (PostgreSQL works in its own process,
@@ -325,7 +325,7 @@ def migrate(src: BaseCheckpointSaver, dst: BaseCheckpointSaver, *,
         if on_commit:
             on_commit(report)
 
-    committer, pending, size = _Committer(sink, committed), [], 0
+    committer, pending, size = Committer(sink, committed), [], 0
     try:
         for page in pages(threads if threads is not None else iter_thread_ids(src)):
             report.threads_skipped += sum(t in done for t in page)

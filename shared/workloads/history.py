@@ -243,7 +243,7 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
         TimeRemainingColumn,
     )
 
-    from shared.ops.migrate import _Committer
+    from shared.ops.migrate import Committer
     from shared.ops.sinks import Batch, PostgresSink
     from shared.workloads.postgres_writers import PG_KWARGS
 
@@ -273,7 +273,7 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
             report.threads += len(b.copies)
             bar.advance(task, b.counts.checkpoints)
 
-        committer = _Committer(sink, done)
+        committer = Committer(sink, done)
         try:
             it = iter_threads(plan, templates)
             while chunk := list(itertools.islice(it, BATCH_THREADS)):
