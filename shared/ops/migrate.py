@@ -362,6 +362,7 @@ def iter_checkpoints(saver: BaseCheckpointSaver, threads: list[str]) -> Iterable
 
 __all__ = [
     "PAGE",
+    "Committer",
     "MigrationConflict",
     "MigrationRefused",
     "MigrationReport",
