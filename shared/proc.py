@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from shared import ROOT
@@ -72,6 +73,25 @@ def fork_child(func: Any, *args: Any) -> multiprocessing.process.BaseProcess:
     proc = multiprocessing.get_context(method).Process(target=func, args=args, daemon=True)
     proc.start()
     return proc
+
+
+def join_children(children: list[multiprocessing.process.BaseProcess], timeout: float) -> None:
+    """Wait for forked children, each up to ``timeout`` seconds; kill and reap any that hang."""
+    for child in children:
+        child.join(timeout=timeout)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def read_results(outs: list[Path], what: str) -> list[dict[str, Any]]:
+    """The JSON file each child wrote (removed once read); one sentence if some never did."""
+    results = [json.loads(o.read_text()) for o in outs if o.exists()]
+    for o in outs:
+        o.unlink(missing_ok=True)
+    if len(results) != len(outs):
+        raise RuntimeError(f"{len(outs) - len(results)} of {len(outs)} {what} died")
+    return results
 
 
 def _main(argv: list[str]) -> int:

@@ -27,7 +27,6 @@ not the database. A turn that falls behind its arrival time starts at once.
 from __future__ import annotations
 
 import gc
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, create_checkpoint
 from langgraph.checkpoint.postgres import PostgresSaver
 
 from shared.bench import run_queue_ns
-from shared.proc import fork_child
+from shared.proc import fork_child, join_children, read_results
 from shared.savers.pooling import open_saver_pool
 from shared.savers.serde import graph_serde
 from shared.workloads.sqlite_writers import write_json
@@ -204,16 +203,8 @@ def measure_op_mix(url: str, workdir: Path, *, mode: Mode, processes: int = 8,
     children = [fork_child(_op_worker, url, mode, str(o), start_at, seconds, rate, s,
                            user_of, seed * 1000 + i, freeze)
                 for i, (o, s) in enumerate(zip(outs, slices, strict=True))]
-    for child in children:
-        child.join(timeout=start_delay_s + seconds + 120)
-        if child.is_alive():
-            child.kill()
-            child.join()
-    results = [json.loads(o.read_text()) for o in outs if o.exists()]
-    for o in outs:
-        o.unlink(missing_ok=True)
-    if len(results) != processes:
-        raise RuntimeError(f"{processes - len(results)} of {processes} service processes died")
+    join_children(children, timeout=start_delay_s + seconds + 120)
+    results = read_results(outs, "service processes")
     times = {op: [v for r in results for v in r["times"][op]] for op in ALL_OPS}
     ready = {op: [v for r in results for v in r["ready"][op]] for op in ALL_OPS}
     return {"times": times, "ready": ready, "errors": sum(r["errors"] for r in results),

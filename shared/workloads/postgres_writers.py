@@ -18,7 +18,6 @@ same 1 KiB payload) for ``seconds``, each with its own pool; same ``WriterStats`
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import time
@@ -34,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from shared.bench import percentile
 from shared.graph import build_chat_graph
-from shared.proc import fork_child
+from shared.proc import fork_child, join_children, read_results
 from shared.savers.pooling import SAVER_KWARGS, open_saver_pool
 from shared.savers.serde import graph_serde
 from shared.workloads.sqlite_writers import WriterStats, small_checkpoint, write_json
@@ -121,11 +120,7 @@ class ChatWorkers:
         for pipe in self.pipes:
             with contextlib.suppress(OSError):  # the worker is already gone
                 pipe.send(None)
-        for child in self.children:
-            child.join(timeout=30)
-            if child.is_alive():
-                child.kill()
-                child.join()
+        join_children(self.children, timeout=30)
         for pipe in self.pipes:
             pipe.close()
 
@@ -184,17 +179,8 @@ def measure_pg_writers(url: str, workdir: Path, processes: int, seconds: float =
     start_at = time.time() + start_delay_s  # leave the forks time to open their pools
     children = [fork_child(_pg_writer, url, str(o), start_at, seconds, payload_bytes, i)
                 for i, o in enumerate(outs)]
-    for child in children:
-        child.join(timeout=start_delay_s + seconds + 60)
-        if child.is_alive():
-            child.kill()
-            child.join()
-    results = [json.loads(o.read_text()) for o in outs if o.exists()]
-    for o in outs:
-        o.unlink(missing_ok=True)
-    if len(results) != processes:
-        raise RuntimeError(f"{processes - len(results)} of {processes} PostgreSQL writer "
-                           "processes died")
+    join_children(children, timeout=start_delay_s + seconds + 60)
+    results = read_results(outs, "PostgreSQL writer processes")
     latencies = [v for r in results for v in r["latencies"]]
     return PgWriterStats(
         processes=processes, busy_timeout_ms=0, seconds=seconds, writes=len(latencies),

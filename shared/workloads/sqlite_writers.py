@@ -32,7 +32,7 @@ from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
 from shared.bench import percentile
-from shared.proc import fork_child
+from shared.proc import fork_child, join_children
 from shared.savers import open_sqlite_saver
 
 SQLITE_DEFAULT_BUSY_TIMEOUT_MS = 5000  # sqlite3.connect(timeout=5.0), what SqliteSaver gets
@@ -153,11 +153,7 @@ class WriterFleet:
     def close(self) -> None:
         """Let the writers finish (and stop serving), then join; kill any that hang."""
         self.stop_file.touch()
-        for child in self.children:
-            child.join(timeout=max(0.0, self.end_at - time.time()) + 60)
-            if child.is_alive():
-                child.kill()
-                child.join()
+        join_children(self.children, timeout=max(0.0, self.end_at - time.time()) + 60)
 
     def __enter__(self) -> WriterFleet:
         return self

@@ -13,14 +13,12 @@ import sys
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Any, TypedDict
 
 import pytest
-from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import Checkpoint
 from langgraph.checkpoint.base.id import uuid6
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.graph import START, StateGraph
 
 from shared import ROOT
 from shared.cli import main as ckpt
@@ -30,6 +28,7 @@ from shared.errors import CheckpointError
 from shared.ops import prune
 from shared.savers.prunable import PrunableSqliteSaver, open_prunable_saver
 from shared.workloads import chat_days
+from shared.workloads.delta_graph import build_delta_graph, history
 
 # --- the witness --------------------------------------------------------------------------
 
@@ -74,35 +73,13 @@ def test_prune_arguments_and_delete_strategy(tmp_path: Path) -> None:
 # --- DeltaChannel: a kept checkpoint must load with the value it had ----------------------
 
 
-def _append(state: list[int], writes: list[list[int]]) -> list[int]:
-    return [*state, *(x for w in writes for x in w)]
-
-
-class DeltaState(TypedDict):
-    items: Annotated[list, DeltaChannel(_append, snapshot_frequency=4)]
-    n: int
-
-
-def _delta_graph(saver: PrunableSqliteSaver) -> CompiledStateGraph:
-    builder = StateGraph(DeltaState)
-    builder.add_node("add", lambda s: {"items": [s["n"]], "n": s["n"] + 1})
-    builder.add_edge(START, "add")
-    builder.add_edge("add", END)
-    return builder.compile(checkpointer=saver)
-
-
-def _history(graph: CompiledStateGraph, config: dict[str, Any]) -> dict[str, Any]:
-    return {s.config["configurable"]["checkpoint_id"]: s.values
-            for s in graph.get_state_history(config)}
-
-
 @pytest.mark.parametrize("how", ["keep_latest", "keep_last_2", "naive"])
 def test_delta_channel_survives_prune(tmp_path: Path, how: str) -> None:
     with open_prunable_saver(tmp_path / "delta.sqlite") as saver:
-        graph, config = _delta_graph(saver), {"configurable": {"thread_id": "d"}}
+        graph, config = build_delta_graph(saver), {"configurable": {"thread_id": "d"}}
         for i in range(6):
             graph.invoke({"n": i}, config)
-        before = _history(graph, config)
+        before = history(graph, config)
         assert graph.get_state(config).values["items"] == [0, 1, 2, 3, 4, 5]
         if how == "naive":  # the control: keep only the head row, as a naive keep_latest does
             head = graph.get_state(config).config["configurable"]["checkpoint_id"]
@@ -118,7 +95,7 @@ def test_delta_channel_survives_prune(tmp_path: Path, how: str) -> None:
         assert result is not None
         assert result.checkpoints_deleted > 0
         assert result.kept_reasons[prune.DELTA] > 0  # the ancestors back to the snapshot
-        after = _history(graph, config)
+        after = history(graph, config)
         assert len(after) == result.checkpoints_after < len(before)
         assert all(after[cid] == before[cid] for cid in after)  # every kept one, unchanged
         assert graph.get_state(config).values["items"] == [0, 1, 2, 3, 4, 5]
@@ -316,9 +293,6 @@ def test_ckpt_prune_gc_s3_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """`ckpt prune --gc-s3` through the real ckpt entry point, against moto over HTTP."""
     import random
-    from typing import TypedDict
-
-    from langgraph.graph import START, StateGraph
 
     from shared import cli
     from shared.infra.s3 import s3_client, s3_server
