@@ -87,12 +87,31 @@ def test_bench_json_filters(quick_report: tuple[dict, Path]) -> None:
                 _spread_ok(q[variant]["p99_ms"])
 
 
+def test_bench_json_budget(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    budget = report["benchmarks"]["budget"]
+    scale = runner.SCALES["quick"]["budget"]
+    # every size at the most processes, every number of processes at the largest size
+    assert [s["checkpoints"] for s in budget["by_size"]] == list(scale["sizes"])
+    assert {s["processes"] for s in budget["by_size"]} == {max(scale["processes"])}
+    assert [s["processes"] for s in budget["by_processes"]] == list(scale["processes"])
+    assert {s["checkpoints"] for s in budget["by_processes"]} == {max(scale["sizes"])}
+    for s in budget["by_size"] + budget["by_processes"]:
+        for setup in ("baseline", "tuned"):
+            assert s[setup]["errors"] == 0, (s["checkpoints"], s["processes"], setup)
+            for op in ("get_tuple", "put", "put_writes"):  # every turn runs these
+                _spread_ok(s[setup][op]["p50_ms"])
+                _spread_ok(s[setup][op]["p99_ms"])
+        # a new connection for every call costs more than a pooled one, in the same rounds
+        assert s["baseline"]["put"]["p50_ms"]["median"] > s["tuned"]["put"]["p50_ms"]["median"]
+
+
 def test_charts_are_real_pngs(quick_report: tuple[dict, Path]) -> None:
     report, out = quick_report
     names = [n for charts in report["charts"].values() for n in charts]
-    assert set(report["charts"]) == {"writes", "filters"}
+    assert set(report["charts"]) == {"writes", "filters", "budget"}
     assert sorted(names) == sorted(p.name for p in out.glob("*.png"))
-    assert len(names) == 3
+    assert len(names) == 5
     for name in names:
         width, height = _png_size(out / name)
         assert width >= 600 and height >= 400, (name, width, height)
