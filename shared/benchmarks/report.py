@@ -131,8 +131,14 @@ def budget_charts(budget: dict[str, Any], out: Path) -> list[Path]:
         xs = [s[xkey] for s in series]
         fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
         for ax, setup in zip(axes, ("baseline", "tuned"), strict=True):
-            for op in budget["ops"]:
-                _errorbar(ax, xs, [s[setup][op]["p99_ms"] for s in series], label=op)
+            for i, op in enumerate(budget["ops"]):
+                color = f"C{i}"
+                _errorbar(ax, xs, [s[setup][op]["p99_ms"] for s in series], label=op,
+                          color=color)
+                if setup == "tuned" and "ready_p99_ms" in series[0][setup][op]:
+                    _errorbar(ax, xs, [s[setup][op]["ready_p99_ms"] for s in series],
+                              color=color, linestyle="--", alpha=0.6,
+                              label=f"{op}, less run-queue waits")
             ax.axhline(5.0, color="red", linestyle=":", label="5 ms budget")
             if log_x:
                 ax.set_xscale("log")
