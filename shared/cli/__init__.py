@@ -8,6 +8,7 @@
     ckpt render                     # alert rules and Grafana dashboard from config/
     ckpt health URL                 # PostgreSQL: latency, connections, bloat; exit 1 if unhealthy
     ckpt pg indexes URL [--apply]   # the indexes PostgresSaver's queries need (CONCURRENTLY)
+    ckpt backup URL DIR [--verify]  # pg_dump of the checkpoint tables, then: ckpt restore DIR URL
 
 ``DB`` is a SQLite checkpoint file; ``SRC``/``DST`` a file or a ``postgresql://`` URL. Bad
 input is one sentence on stderr and exit status 2; Ctrl-C is ``ckpt: interrupted``, exit 130.
@@ -21,6 +22,7 @@ from shared.errors import OneLineArgumentParser, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shared.cli.backup import add_backup_commands
     from shared.cli.decide import add_decide_command
     from shared.cli.health import add_health_command
     from shared.cli.inspect import add_inspect_command
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_render_command(sub)
     add_health_command(sub)
     add_pg_commands(sub)
+    add_backup_commands(sub)
     return parser
 
 
