@@ -132,12 +132,14 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     # 45 days (a third past the 30-day cutoff), ~4,000 checkpoints: batches, writers, bytes
     "m5_optimize.s4_retention": {"days": 45, "conversations_per_day": 6, "batch_size": 300,
                                  "writers": 2, "writer_seconds": 1.5},
+    # 2 chat workers, 0.7 s before and after the snapshot: a few hundred turns either side
+    "m5_optimize.s5_backup_restore": {"warmup_s": 0.7, "after_s": 0.7, "workers": 2},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
                        "m4_postgres.s4_cutover", "m4_postgres.s5_many_servers",
                        "m5_optimize.s2_indexes", "m5_optimize.s3_latency_budget",
-                       "m5_optimize.s4_retention"}
+                       "m5_optimize.s4_retention", "m5_optimize.s5_backup_restore"}
 
 
 @dataclass(frozen=True)
