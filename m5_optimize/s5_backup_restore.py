@@ -13,9 +13,7 @@ not; a turn that raced it (started before, acknowledged after) is counted by wha
 A copy of the backup with one byte flipped is refused before anything is written.
 
 Durability, said plainly: the embedded server runs with fsync=off. What this lesson proves is
-logical consistency of a dump (one snapshot, exactly its rows); it says nothing about surviving
-a power cut, which needs fsync=on and synchronous_commit=on (and a physical backup with WAL
-archiving for point-in-time recovery).
+logical consistency of a dump (one snapshot, exactly its rows), not surviving a power cut.
 """
 
 from __future__ import annotations
@@ -24,50 +22,27 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from langgraph.checkpoint.postgres import PostgresSaver
 
 import shared.witness
 from shared import ROOT
 from shared.errors import CheckpointError
-from shared.graph import build_chat_graph
 from shared.infra.postgres import create_database, postgres_server
 from shared.ops.backup import DUMP, read_manifest
 from shared.ops.verify import verify
 from shared.savers.postgres import open_postgres_saver
-from shared.savers.serde import graph_serde
 from shared.witness import Witness, fresh_workdir
-from shared.workloads.postgres_writers import pg_pool, setup_postgres
+from shared.workloads.chat_ledger import live_chat
+from shared.workloads.postgres_writers import setup_postgres
 
 
 def ckpt(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
-
-
-def chat_traffic(pool, worker: int, stop: threading.Event, ledger: list, errors: list) -> None:
-    """Turns on this worker's own threads until ``stop``; one ledger row per acknowledged turn."""
-    graph = build_chat_graph(PostgresSaver(pool, serde=graph_serde()))
-    clock = "SELECT clock_timestamp()"
-    turn = 0
-    while not stop.is_set():
-        config = {"configurable": {"thread_id": f"w{worker}-c{turn % 8}"}}
-        try:
-            with pool.connection() as conn:
-                started = conn.execute(clock).fetchone()["clock_timestamp"]
-            graph.invoke({"messages": [("user", f"turn {turn}")]}, config)
-            with pool.connection() as conn:
-                acked = conn.execute(clock).fetchone()["clock_timestamp"]
-            cid = graph.get_state(config).config["configurable"]["checkpoint_id"]
-            ledger.append((config["configurable"]["thread_id"], cid, started, acked))
-        except Exception as exc:  # counted and shown, never hidden
-            errors.append(f"{type(exc).__name__}: {exc}")
-        turn += 1
 
 
 def main(workdir: Path | None = None, warmup_s: float = 1.0, after_s: float = 1.0,
@@ -80,19 +55,11 @@ def main(workdir: Path | None = None, warmup_s: float = 1.0, after_s: float = 1.
             setup_postgres(src)
             with psycopg.connect(src) as conn:
                 fsync = conn.execute("SHOW fsync").fetchone()[0]
-            ledger, errors, stop = [], [], threading.Event()
-            with pg_pool(src, max_size=2 * workers) as pool:
-                threads = [threading.Thread(target=chat_traffic, args=(pool, i, stop, ledger,
-                                                                       errors))
-                           for i in range(workers)]
-                for t in threads:
-                    t.start()
+            with live_chat(src, workers) as traffic:  # ledger: server-clock times
                 time.sleep(warmup_s)
                 made = ckpt("backup", src, str(wd / "backup"), "--verify", "--json")
                 time.sleep(after_s)  # traffic goes on after the snapshot
-                stop.set()
-                for t in threads:
-                    t.join()
+            ledger, errors = traffic.ledger, traffic.errors
             manifest = read_manifest(wd / "backup")
             check = json.loads(made.stdout.splitlines()[-1]) if made.returncode < 2 else {}
 
