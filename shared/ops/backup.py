@@ -14,8 +14,9 @@ as it was at the snapshot); ``backup(url, dir, snapshot=...)`` then dumps that v
 
 Before a restore the dump's SHA-256 is compared with the manifest's: one flipped byte and the
 restore is refused, nothing changed. A target that already holds checkpoint tables is refused.
-The bundled client tools (``bin_dir()``) get the URL through ``--dbname``; their messages are
-redacted before they reach any exception (the password never appears).
+The bundled client tools (``bin_dir()``) get the URL without its password through
+``--dbname`` and the password in ``PGPASSWORD`` (never on a command line, which ``ps`` shows);
+their messages are redacted before they reach any exception.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from shared.errors import CheckpointError
 from shared.infra.postgres import bin_dir, check_url, create_database, drop_database
@@ -114,9 +116,25 @@ def _counts(conn: Any) -> dict[str, int]:
             for t in TABLES}
 
 
+def _without_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password, and the password (for ``PGPASSWORD``): a command line
+    is visible to every user of the machine (``ps``), the environment is not."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[1]}")), unquote(parts.password)
+
+
 def _tool(name: str, args: list[str], url: str, timeout: float = 600) -> None:
+    bare, password = _without_password(url)
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "5"}
+    if password is not None:
+        env["PGPASSWORD"] = password
+    args = [a.replace(url, bare) for a in args]
     out = subprocess.run([str(bin_dir() / name), *args], capture_output=True, text=True,
-                         timeout=timeout, cwd="/", env={**os.environ, "PGCONNECT_TIMEOUT": "5"})
+                         timeout=timeout, cwd="/", env=env)
     if out.returncode != 0:
         reason = redact(" ".join((out.stderr or out.stdout).split())[-400:], url)
         raise CheckpointError(f"{name} failed on {mask_url(url)} (exit {out.returncode}): "

@@ -142,3 +142,23 @@ def test_cli_exit_codes(source: str, pg_url: str, tmp_path: Path) -> None:
     other = create_database(pg_url, "t_backup_cli_target2")
     bad = _ckpt("restore", str(tmp_path / "b"), other, "--verify")
     assert bad.returncode == 1 and "verification FAILED" in bad.stdout
+
+
+def test_client_tools_get_the_password_in_the_environment_not_the_command_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from shared.ops import backup as backup_module
+
+    seen: dict[str, object] = {}
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen["cmd"], seen["env"] = cmd, kwargs["env"]
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(backup_module.subprocess, "run", fake_run)
+    url = "postgresql://app:s3cr%40t@127.0.0.1:5432/agents"
+    backup_module._tool("pg_dump", ["-Fc", f"--dbname={url}"], url)
+    assert not any("s3cr" in part for part in seen["cmd"])  # ps shows a command line
+    assert "--dbname=postgresql://app@127.0.0.1:5432/agents" in seen["cmd"]
+    assert seen["env"]["PGPASSWORD"] == "s3cr@t"
