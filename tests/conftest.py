@@ -132,6 +132,8 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     # 45 days (a third past the 30-day cutoff), ~4,000 checkpoints: batches, writers, bytes
     "m5_optimize.s4_retention": {"days": 45, "conversations_per_day": 6, "batch_size": 300,
                                  "writers": 2, "writer_seconds": 1.5},
+    # its own embedded server, killed 3 times (SIGKILL) and restarted under chat traffic
+    "m5_optimize.s7_retries": {"kills": 3, "traffic_s": 1.0, "down_s": 1.0},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
