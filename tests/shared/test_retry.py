@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.conformance import detected_capabilities, report_failures, run_conformance
 from shared.errors import CheckpointError
+from shared.infra import reaper
 from shared.infra.postgres import create_database, embedded_postgres
 from shared.ops.metrics import CheckpointMetrics, registry_samples, value_of
 from shared.savers.pooling import PoolExhausted, open_saver_pool
@@ -354,7 +355,9 @@ def test_terminated_backend_mid_traffic_retried_over_a_pool(pg_db: str) -> None:
 
 # --- a real restart -----------------------------------------------------------------------------
 
-def test_call_outlives_a_postgres_restart() -> None:
+def test_call_outlives_a_postgres_restart_and_a_crash() -> None:
+    """A clean stop, then a SIGKILL: each time the server comes back 1 s later, on the same
+    port, while a put is retrying; the put returns and its row is there."""
     home = Path(tempfile.mkdtemp(prefix="ckpt-retry-pg-"))
     try:
         with embedded_postgres(home / "pg") as server, \
@@ -367,19 +370,21 @@ def test_call_outlives_a_postgres_restart() -> None:
                                   on_retry=lambda op, n, d, e: retried.append(
                                       type(e).__name__))
             _put(saver, "1ef00000-0000-6000-8000-000000000020")
-            server.stop()
-            down_at = time.monotonic()
-            starter = threading.Timer(1.0, server.start)
-            starter.start()
-            try:
-                _put(saver, "1ef00000-0000-6000-8000-000000000021")  # waits, retries
-            finally:
-                starter.join()
-            assert time.monotonic() - down_at >= 1.0
-            assert retried, "the call never failed: the server was not down"
+            for i, down in enumerate((server.stop, server.kill), start=1):
+                postmaster = server._guard.pid
+                down()
+                assert not reaper.running(postmaster)
+                down_at, before = time.monotonic(), len(retried)
+                starter = threading.Timer(1.0, server.restart)
+                starter.start()
+                try:
+                    _put(saver, f"1ef00000-0000-6000-8000-00000000002{i}")  # waits, retries
+                finally:
+                    starter.join()
+                assert time.monotonic() - down_at >= 1.0
+                assert len(retried) > before, "the call never failed: the server was not down"
             ids = [t.checkpoint["id"] for t in saver.list(CONFIG)]
-            assert ids == ["1ef00000-0000-6000-8000-000000000021",
-                           "1ef00000-0000-6000-8000-000000000020"]
+            assert ids == [f"1ef00000-0000-6000-8000-00000000002{i}" for i in (2, 1, 0)]
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
