@@ -9,6 +9,7 @@ must still be there after all the crashes. Afterwards ``audit`` reads the databa
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -93,7 +94,13 @@ def traffic(url: str, *, workers: int = 2, turns_per_thread: int = 4, retries: i
     arms = {name: Arm(name) for name in ARMS}
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    # While the server is down the pools log a warning per failed reconnection: the drill
+    # counts what matters instead.
+    pool_log = logging.getLogger("psycopg.pool")
+    level = pool_log.level
     with ExitStack() as stack:
+        pool_log.setLevel(logging.ERROR)
+        stack.callback(pool_log.setLevel, level)
         for name, arm in arms.items():
             pool: ConnectionPool = stack.enter_context(open_saver_pool(
                 url, min_size=1, max_size=workers, timeout=pool_timeout, name=name,

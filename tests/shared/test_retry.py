@@ -408,3 +408,13 @@ def test_conformance_over_async_postgres(pg_url: str) -> None:
     assert {"put", "put_writes", "get_tuple", "list", "delete_thread"} <= set(
         detected_capabilities(report))
     assert claims and all(inner == mine for inner, mine in claims)
+
+
+def test_conformance_over_in_memory() -> None:
+    async def factory() -> AsyncGenerator[BaseCheckpointSaver, None]:
+        yield RetryingSaver(InMemorySaver())
+
+    report = run_conformance("RetryingSaver[InMemorySaver]", factory)
+    assert report.passed_all(), report_failures(report)
+    assert detected_capabilities(report) == ["delete_thread", "get_tuple", "list", "put",
+                                             "put_writes"]
