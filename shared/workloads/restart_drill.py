@@ -86,7 +86,7 @@ def _worker(arm: Arm, graph: Any, index: int, turns_per_thread: int,
 
 
 @contextmanager
-def traffic(url: str, *, workers: int = 2, turns_per_thread: int = 4, retries: int = 15,
+def traffic(url: str, *, workers: int = 2, turns_per_thread: int = 4, retries: int = 20,
             first_delay: float = 0.1, max_delay: float = 2.0, pool_timeout: float = 0.5
             ) -> Iterator[dict[str, Arm]]:
     """Both arms' workers run for the block's lifetime; on exit they finish their current
@@ -94,9 +94,9 @@ def traffic(url: str, *, workers: int = 2, turns_per_thread: int = 4, retries: i
     arms = {name: Arm(name) for name in ARMS}
     stop = threading.Event()
     threads: list[threading.Thread] = []
-    # While the server is down the pools log a warning per failed reconnection: the drill
-    # counts what matters instead.
-    pool_log = logging.getLogger("psycopg.pool")
+    # While the server is down the pools log a warning per failed reconnection, and psycopg
+    # one per pipeline on a lost connection: the drill counts what matters instead.
+    pool_log = logging.getLogger("psycopg")
     level = pool_log.level
     with ExitStack() as stack:
         pool_log.setLevel(logging.ERROR)

@@ -6,7 +6,7 @@ from tests.conftest import RunLesson
 
 
 def test_5_7_retries(lesson_run: RunLesson) -> None:
-    # 3 SIGKILLs, each 1 s down then restarted; 2 workers per arm, retries=15, cap 2 s
+    # 3 SIGKILLs, each 1 s down then restarted; 2 workers per arm, retries=20, cap 2 s
     w = lesson_run("m5_optimize.s7_retries").witness
     assert w.error is None, w.error
     assert w["kills"].value == 3
