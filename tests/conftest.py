@@ -134,6 +134,8 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
                                  "writers": 2, "writer_seconds": 1.5},
     # 2 chat workers, 0.7 s before and after the snapshot: a few hundred turns either side
     "m5_optimize.s5_backup_restore": {"warmup_s": 0.7, "after_s": 0.7, "workers": 2},
+    # its own embedded server, killed 3 times (SIGKILL) and restarted under chat traffic
+    "m5_optimize.s7_retries": {"kills": 3, "traffic_s": 1.0, "down_s": 1.0},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",

@@ -117,6 +117,10 @@ class EmbeddedPostgres:
             self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
                       "--encoding=UTF8", "--no-instructions", timeout=120)
         _clear_stale(self.pgdata)
+        # A restart: the supervisor of the last server removed the socket directory.
+        if not self.socket_dir.exists():
+            self.socket_dir.mkdir(mode=0o777)
+            self.socket_dir.chmod(0o777)
         # Under a supervisor that stops it when we stop or die (SIGKILL included): see reaper.
         self._log = (self.pgdata / "server.log").open("ab")
         self._guard = reaper.spawn(
@@ -139,13 +143,43 @@ class EmbeddedPostgres:
         if guard is not None:
             guard.stop()
             reaper.remove_owner(self.pgdata / OWNER_FILE, guard.pid)
+            self._guard = None
         if getattr(self, "_log", None) is not None:
             self._log.close()
+
+    def kill(self, timeout: float = 15.0) -> None:
+        """SIGKILL the postmaster, as a crash or the OOM killer would, and wait until its
+        backends (which notice their postmaster's death and exit) are gone too; then
+        ``start()`` again runs crash recovery on the same data directory and port."""
+        guard = getattr(self, "_guard", None)
+        if guard is None or not reaper.running(guard.pid, guard.start):
+            raise CheckpointError("This PostgreSQL server is not running: start it first.")
+        backends = _children(guard.pid)
+        os.kill(guard.pid, signal.SIGKILL)
+        for pid, start in backends:
+            if not reaper.wait_gone(pid, timeout, start):
+                os.kill(pid, signal.SIGKILL)
+                reaper.wait_gone(pid, timeout, start)
+        self.stop()  # reaps the supervisor, which exits once its server is gone
+
+    def restart(self) -> None:
+        """Start again after ``kill()`` or ``stop()``: same data directory, port and URL."""
+        self.start()
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL through the bundled ``psql`` (a separate process, over TCP)."""
         return self._run("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
                          "-p", str(self.port), "-U", "postgres", "-d", database, "-c", sql)
+
+
+def _children(pid: int) -> list[tuple[int, int | None]]:
+    """The processes whose parent is ``pid``, with their start times (Linux; else none)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        child = int(entry.name)
+        if reaper.parent(child) == pid:
+            found.append((child, reaper.start_time(child)))
+    return found
 
 
 def _prepare(pgdata: Path) -> str | None:

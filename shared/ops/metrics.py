@@ -15,7 +15,11 @@ deploy/grafana):
   and the other capability calls (a histogram);
 - ``ckpt_checkpoint_bytes{backend,operation}``: serialized size of each checkpoint (put) and
   of each task's writes (put_writes) (a histogram);
-- ``ckpt_database_bytes{backend}``: the database's size, read when scraped.
+- ``ckpt_database_bytes{backend}``: the database's size, read when scraped;
+- ``ckpt_retries_total{backend,operation,reason}``: calls ``RetryingSaver``
+  (shared/savers/retry.py) repeated after a transient error; ``reason`` is ``connection``,
+  ``shutdown``, ``serialization``, ``deadlock`` or ``pool_timeout``
+  (``RetryingSaver(inner, metrics=metrics)``).
 
 Sizes are measured by serializing with the inner saver's own serde once more (for
 ``SqliteSaver`` this is the stored row exactly); ``measure_size=False`` skips it.
@@ -84,11 +88,17 @@ class CheckpointMetrics:
                               ["backend", "operation"], buckets=SIZE_BUCKETS, registry=r)
         self.database = Gauge("ckpt_database_bytes", "Database size on disk", ["backend"],
                               registry=r)
+        self.retries = Counter("ckpt_retries", "Saver calls retried after a transient error",
+                               ["backend", "operation", "reason"], registry=r)
         for op in WRITE_OPS:  # export zeros from the start, so rate() has a baseline
             self.writes.labels(backend, op)
             self.errors.labels(backend, op, "locked")
         if size_of is not None:
             self.database.labels(backend).set_function(size_of)
+
+    def retried(self, op: str, reason: str) -> None:
+        """One retry of ``op`` by ``RetryingSaver`` (its ``metrics=``), for ``reason``."""
+        self.retries.labels(self.backend, operation_name(op), reason).inc()
 
     def observe(self, op: str, seconds: float, size: int | None, error: BaseException | None,
                 ) -> None:
