@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -85,14 +85,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Speed over crash safety: a lesson's server loses nothing when its *process* is killed (the
+# kernel holds the written pages), only when the machine loses power. Lessons that claim
+# durability start with DURABLE instead, and print what the server reports.
+FAST: dict[str, str] = {"fsync": "off", "full_page_writes": "off", "max_connections": "200",
+                        # top statements by total time (Milestone 5): loaded at start, ~free
+                        "shared_preload_libraries": "pg_stat_statements"}
+DURABLE: dict[str, str] = {**FAST, "fsync": "on", "full_page_writes": "on",
+                           "synchronous_commit": "on"}
+
+
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL server of our own; ``url`` is TCP on loopback, ``socket_dir`` its socket."""
+    """A PostgreSQL server of our own; ``url`` is TCP on loopback, ``socket_dir`` its socket.
+
+    ``settings`` are passed as ``-c name=value`` (default ``FAST``); a data directory that
+    already holds a cluster (e.g. from ``pg_basebackup``) is started as it is, not initialised.
+    """
 
     pgdata: Path
     port: int
     socket_dir: Path
     user: str | None  # the OS user the server runs as (None: ourselves)
+    settings: dict[str, str] = field(default_factory=lambda: dict(FAST))
 
     @property
     def url(self) -> str:
@@ -125,10 +140,8 @@ class EmbeddedPostgres:
         self._log = (self.pgdata / "server.log").open("ab")
         self._guard = reaper.spawn(
             [str(bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1",
-             "-p", str(self.port), "-k", str(self.socket_dir), "-c", "fsync=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200",
-             # top statements by total time (Milestone 5): loaded at start, costs ~nothing
-             "-c", "shared_preload_libraries=pg_stat_statements"],
+             "-p", str(self.port), "-k", str(self.socket_dir),
+             *(a for k, v in self.settings.items() for a in ("-c", f"{k}={v}"))],
             name="PostgreSQL", stop_signal=signal.SIGINT,  # "fast" shutdown: roll back, exit
             grace=30, drop=self._drop(), cleanup=(self.socket_dir,), stdout=self._log)
         try:
@@ -182,8 +195,10 @@ def _children(pid: int) -> list[tuple[int, int | None]]:
     return found
 
 
-def _prepare(pgdata: Path) -> str | None:
-    """Create the data directory for the server's user; returns that user (None: ourselves)."""
+def prepare_datadir(pgdata: Path) -> str | None:
+    """Create the data directory for the server's user; returns that user (None: ourselves).
+
+    Also for a directory that ``pg_basebackup`` will fill: run it with that user's rights."""
     pgdata.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pgdata.chmod(0o700)
@@ -252,13 +267,19 @@ def _clear_stale(pgdata: Path) -> None:
 
 
 @contextmanager
-def embedded_postgres(pgdata: Path | None = None) -> Iterator[EmbeddedPostgres]:
-    """Start PostgreSQL on 127.0.0.1 with its data in ``pgdata``; stop it on exit."""
+def embedded_postgres(pgdata: Path | None = None, settings: dict[str, str] | None = None,
+                      port: int | None = None) -> Iterator[EmbeddedPostgres]:
+    """Start PostgreSQL on 127.0.0.1 with its data in ``pgdata``; stop it on exit.
+
+    ``settings`` replace ``FAST`` (pass ``{**DURABLE, ...}`` to add to those); ``port`` is a
+    free one unless given (a failover lesson restarts a server on the port it had).
+    """
     pgdata = Path(pgdata or ROOT / ".data" / "pg").resolve()
-    user = _prepare(pgdata)
+    user = prepare_datadir(pgdata)
     socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX))
     socket_dir.chmod(0o777)
-    server = EmbeddedPostgres(pgdata, _free_port(), socket_dir, user)
+    server = EmbeddedPostgres(pgdata, port or _free_port(), socket_dir, user,
+                              dict(FAST if settings is None else settings))
     try:
         server.start()
         yield server

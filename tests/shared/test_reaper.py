@@ -202,11 +202,11 @@ import subprocess, sys, tempfile, time
 from pathlib import Path
 from shared.infra import reaper
 from shared.infra.postgres import (OWNER_FILE, SOCKET_PREFIX, EmbeddedPostgres, _free_port,
-                                   _prepare, bin_dir, wait_until_ready)
+                                   bin_dir, prepare_datadir, wait_until_ready)
 pgdata = Path(sys.argv[1])
 sock = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX))
 sock.chmod(0o777)
-server = EmbeddedPostgres(pgdata, _free_port(), sock, _prepare(pgdata))
+server = EmbeddedPostgres(pgdata, _free_port(), sock, prepare_datadir(pgdata))
 server._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
             timeout=120)
 log = (pgdata.parent / "bare.log").open("ab")
