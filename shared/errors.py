@@ -42,6 +42,14 @@ _state = threading.local()
 NOTHING_CHANGED = "nothing was changed"
 
 
+def check_range(flag: str, value: int, low: int, high: int, example: int) -> int:
+    """``value`` if ``low <= value <= high``, else one sentence naming the flag and the range."""
+    if not low <= value <= high:
+        raise CheckpointError(f"{flag} {value} must be a whole number from {low:,} to "
+                              f"{high:,}, such as {example}.")
+    return value
+
+
 def refusal(attempt: Callable[[], object],
             kind: type[BaseException] | tuple[type[BaseException], ...] = CheckpointError
             ) -> str | None:

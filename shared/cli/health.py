@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shared.errors import NOTHING_CHANGED, CheckpointError, on_interrupt
+from shared.errors import NOTHING_CHANGED, check_range, on_interrupt
 from shared.ops.decide import load_thresholds
 from shared.ops.pg_health import Health, check_health
 
@@ -92,9 +92,7 @@ def print_health(h: Health, console: Console) -> None:
 
 def cmd_health(args: argparse.Namespace) -> int:
     on_interrupt(NOTHING_CHANGED)
-    if not 1 <= args.samples <= MAX_SAMPLES:
-        raise CheckpointError(f"--samples {args.samples} must be a whole number from 1 to "
-                              f"{MAX_SAMPLES:,}, such as 20.")
+    check_range("--samples", args.samples, 1, MAX_SAMPLES, 20)
     th = load_thresholds(args.config)
     health = check_health(args.url, samples=args.samples, thresholds=th)
     if args.json:

@@ -21,6 +21,7 @@ from rich.table import Table
 from shared.errors import (
     NOTHING_CHANGED,
     CheckpointError,
+    check_range,
     on_interrupt,
 )
 from shared.ops.files import open_checkpoint_db
@@ -79,9 +80,7 @@ def _print_table(console: Console, title: str, rows: list[dict[str, Any]]) -> No
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     on_interrupt(NOTHING_CHANGED)
-    if not 0 <= args.largest <= MAX_LARGEST:
-        raise CheckpointError(f"--largest {args.largest} must be a whole number from 0 to "
-                              f"{MAX_LARGEST:,}, such as 5.")
+    check_range("--largest", args.largest, 0, MAX_LARGEST, 5)
     conn = open_readonly(args.db)
     try:
         if args.thread is not None:  # '' is a thread id too

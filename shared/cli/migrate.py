@@ -31,14 +31,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from shared.errors import (
@@ -50,6 +43,7 @@ from shared.infra.postgres import check_url
 from shared.infra.urls import mask_url, redact
 from shared.ops.files import SQLITE_MAGIC, open_checkpoint_db
 from shared.ops.migrate import count_rows, migrate, verify
+from shared.progress import progress_bar
 from shared.savers.inert import UnreadableValue
 from shared.savers.sqlite import check_database_location, open_sqlite_saver
 
@@ -182,10 +176,7 @@ def _open_pair(stack: ExitStack, src: str, dst: str, dst_role: Role
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("checkpoints"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    # Not a terminal (a pipe, a log, cron): no bar, and no stray blank line.
-                    console=console, transient=True, disable=not console.is_terminal)
+    return progress_bar("checkpoints", console=console)
 
 
 @contextmanager

@@ -27,13 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from shared.durations import format_duration, parse_duration
@@ -41,6 +34,7 @@ from shared.errors import CheckpointError
 from shared.infra.urls import mask_url
 from shared.ops.files import open_checkpoint_db
 from shared.ops.prune_pg import print_pg_result, prune_url
+from shared.progress import progress_bar
 from shared.savers.retention import (  # the engine, re-exported: see __all__
     RetentionPolicy,
     thread_scope,
@@ -139,19 +133,11 @@ def add_prune_command(subparsers: Any) -> None:
 
 
 def _print_result(console: Console, db: Path, result: PruneResult) -> None:
-    verb = "would delete" if result.dry_run else "deleted"
     table = Table(title=f"ckpt prune {db}{' (dry run: nothing changed)' if result.dry_run else ''}"
                   f" — {result.policy.describe()}", title_justify="left")
     table.add_column("")
     table.add_column("", justify="right")
-    rows = [("cutoff", result.cutoff.isoformat(timespec="seconds") if result.cutoff else "-"),
-            ("checkpoints before", f"{result.checkpoints_before:,}"),
-            (f"checkpoints {verb}", f"{result.checkpoints_deleted:,}"),
-            ("checkpoints after", f"{result.checkpoints_after:,}"),
-            (f"writes {verb}", f"{result.writes_deleted:,} ({result.orphan_writes_deleted:,} "
-                               "orphaned)"),
-            ("parent links cut", f"{result.parents_cut:,}")]
-    rows += [(f"kept: {reason}", f"{n:,}") for reason, n in result.kept_reasons.items()]
+    rows = result.count_rows()
     if isinstance(result.after_prune, list):
         rows.append((f"S3 blobs {'unreferenced' if result.dry_run else 'deleted'}",
                      f"{len(result.after_prune):,}"))
@@ -256,9 +242,7 @@ def _pg_progress_bar(args: argparse.Namespace) -> Iterator[Callable[[int, int], 
     if args.json or args.dry_run or not console.is_terminal:
         yield None
         return
-    with Progress(TextColumn("deleting"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("checkpoints"), TimeElapsedColumn(), console=console,
-                  transient=True) as bar:
+    with progress_bar("checkpoints", description="deleting", console=console) as bar:
         task = bar.add_task("deleting", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 

@@ -95,15 +95,7 @@ def print_pg_result(console: Console, url: str, result: PgPruneResult) -> None:
     table.add_column("")
     table.add_column("", justify="right")
     before, after = result.table_bytes_before, result.table_bytes_after
-    rows = [("cutoff", result.cutoff.isoformat(timespec="seconds") if result.cutoff else "-"),
-            ("checkpoints before", f"{result.checkpoints_before:,}"),
-            (f"checkpoints {verb}", f"{result.checkpoints_deleted:,}"),
-            ("checkpoints after", f"{result.checkpoints_after:,}"),
-            (f"writes {verb}", f"{result.writes_deleted:,} ({result.orphan_writes_deleted:,} "
-                               "orphaned)"),
-            (f"blobs {verb}", f"{result.blobs_deleted:,}"),
-            ("parent links cut", f"{result.parents_cut:,}")]
-    rows += [(f"kept: {reason}", f"{n:,}") for reason, n in result.kept_reasons.items()]
+    rows = [*result.count_rows(), (f"blobs {verb}", f"{result.blobs_deleted:,}")]
     rows += [("batches (retried)", f"{result.batches:,} ({result.retries:,})"),
              ("table bytes", f"{sum(before.values()):,} → {sum(after.values()):,}"),
              ("vacuum", result.vacuum), ("seconds", f"{result.seconds:.2f}")]

@@ -53,8 +53,8 @@ AfterPrune = Callable[[sqlite3.Connection, bool], object]
 # --- apply -----------------------------------------------------------------------------------
 
 @dataclass
-class PruneResult:
-    """What a prune did (or, for a dry run, would do), with sizes read from the file."""
+class PruneCounts:
+    """What every prune reports, on SQLite or PostgreSQL: its policy and the rows it removed."""
 
     dry_run: bool
     policy: RetentionPolicy
@@ -66,6 +66,32 @@ class PruneResult:
     orphan_writes_deleted: int
     parents_cut: int
     kept_reasons: dict[str, int]
+
+    def count_rows(self) -> list[tuple[str, str]]:
+        """The report's rows, for a table: (label, figure), each with "deleted" or "would
+        delete" as the run was real or dry."""
+        verb = "would delete" if self.dry_run else "deleted"
+        return [("cutoff", self.cutoff.isoformat(timespec="seconds") if self.cutoff else "-"),
+                ("checkpoints before", f"{self.checkpoints_before:,}"),
+                (f"checkpoints {verb}", f"{self.checkpoints_deleted:,}"),
+                ("checkpoints after", f"{self.checkpoints_after:,}"),
+                (f"writes {verb}", f"{self.writes_deleted:,} "
+                                   f"({self.orphan_writes_deleted:,} orphaned)"),
+                ("parent links cut", f"{self.parents_cut:,}"),
+                *((f"kept: {reason}", f"{n:,}") for reason, n in self.kept_reasons.items())]
+
+    def counts_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "policy": self.policy.to_dict(),
+                "cutoff": self.cutoff.isoformat() if self.cutoff else None,
+                **{k: getattr(self, k) for k in (
+                    "checkpoints_before", "checkpoints_deleted", "checkpoints_after",
+                    "writes_deleted", "orphan_writes_deleted", "parents_cut", "kept_reasons")}}
+
+
+@dataclass
+class PruneResult(PruneCounts):
+    """What a prune did (or, for a dry run, would do), with sizes read from the file."""
+
     file_bytes_before: int  # the database file plus its -wal and -shm
     file_bytes_after: int
     db_bytes_before: int  # the database file alone
@@ -82,15 +108,7 @@ class PruneResult:
             json.dumps(hook)
         except (TypeError, ValueError):
             hook = repr(hook)
-        return {"dry_run": self.dry_run, "policy": self.policy.to_dict(),
-                "cutoff": self.cutoff.isoformat() if self.cutoff else None,
-                "checkpoints_before": self.checkpoints_before,
-                "checkpoints_deleted": self.checkpoints_deleted,
-                "checkpoints_after": self.checkpoints_after,
-                "writes_deleted": self.writes_deleted,
-                "orphan_writes_deleted": self.orphan_writes_deleted,
-                "parents_cut": self.parents_cut, "kept_reasons": self.kept_reasons,
-                "file_bytes_before": self.file_bytes_before,
+        return {**self.counts_dict(), "file_bytes_before": self.file_bytes_before,
                 "file_bytes_after": self.file_bytes_after,
                 "db_bytes_before": self.db_bytes_before, "db_bytes_after": self.db_bytes_after,
                 "shrink": self.shrink, "replanned": self.replanned,

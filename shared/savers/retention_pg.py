@@ -66,6 +66,7 @@ from shared.savers.retention import (
     plan_rows,
     uuid6_at,
 )
+from shared.savers.retention_apply import PruneCounts
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 UUID6_RE = "^[0-9a-f]{8}-[0-9a-f]{4}-6[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -210,18 +211,8 @@ class PgPruneIncomplete(CheckpointError):
 
 
 @dataclass
-class PgPruneResult:
-    dry_run: bool
-    policy: RetentionPolicy
-    cutoff: datetime | None
-    checkpoints_before: int
-    checkpoints_deleted: int
-    checkpoints_after: int
-    writes_deleted: int
-    orphan_writes_deleted: int
+class PgPruneResult(PruneCounts):
     blobs_deleted: int
-    parents_cut: int
-    kept_reasons: dict[str, int]
     batches: int
     retries: int
     replanned_batches: int
@@ -232,13 +223,9 @@ class PgPruneResult:
     plan: PrunePlan | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "policy": self.policy.to_dict(),
-                "cutoff": self.cutoff.isoformat() if self.cutoff else None,
-                **{k: getattr(self, k) for k in (
-                    "checkpoints_before", "checkpoints_deleted", "checkpoints_after",
-                    "writes_deleted", "orphan_writes_deleted", "blobs_deleted", "parents_cut",
-                    "kept_reasons", "batches", "retries", "replanned_batches",
-                    "table_bytes_before", "table_bytes_after", "vacuum")},
+        more = ("blobs_deleted", "batches", "retries", "replanned_batches",
+                "table_bytes_before", "table_bytes_after", "vacuum")
+        return {**self.counts_dict(), **{k: getattr(self, k) for k in more},
                 "seconds": round(self.seconds, 3)}
 
 

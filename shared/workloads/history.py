@@ -234,17 +234,10 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
     """Write the seed's history into ``url`` (tables created first); see the module doc."""
     import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from shared.ops.migrate import Committer
     from shared.ops.sinks import Batch, PostgresSink
+    from shared.progress import progress_bar
     from shared.workloads.postgres_writers import PG_KWARGS
 
     plan = HistoryPlan(checkpoints, threads, users or max(1, threads // 10), seed, days)
@@ -256,9 +249,8 @@ def load_history(url: str, *, checkpoints: int, threads: int, users: int | None 
             raise CheckpointError(f"the chat graph wrote {len(shape)} checkpoints with writes "
                                   f"{shape[:3]}..., not the shape this history replays "
                                   f"({3 * TEMPLATE_TURNS} checkpoints, {CHAT_WRITES}).")
-    bar = Progress(TextColumn("loading history"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("checkpoints"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   disable=not progress, transient=False)
+    bar = progress_bar("checkpoints", description="loading history", transient=False,
+                       disable=not progress)
     report = LoadReport(0, 0, 0, 0, plan.users, 0.0,
                         sum(len(t.checkpoints) for t in templates))
     with psycopg.connect(url, **PG_KWARGS) as conn, bar:

@@ -47,28 +47,39 @@ BASE = ["delete_thread", "get_tuple", "list", "put", "put_writes"]
 
 # --- the dual-write saver: conformance and claims --------------------------------------------
 
-@pytest.mark.parametrize("share", [None, 1.0])
-def test_conformance_in_memory_pair(share: float | None) -> None:
-    claims: list[tuple[set[str], set[str]]] = []
+Claims = list[tuple[set[str], set[str]]]
 
-    async def factory() -> AsyncGenerator[BaseCheckpointSaver, None]:
-        a, b = InMemorySaver(), InMemorySaver()
-        dual = DualWriteSaver(a, b, router=ShareRouter(share) if share else None)
-        claims.append((claimed_capabilities(a) & claimed_capabilities(b),
-                       claimed_capabilities(dual)))
-        yield dual
 
-    report = run_conformance("DualWriteSaver[InMemorySaver, InMemorySaver]", factory)
+def _dual(a: BaseCheckpointSaver, b: BaseCheckpointSaver, share: float | None,
+          claims: Claims) -> DualWriteSaver:
+    """The pair under test; records (what both inner savers claim, what the pair claims)."""
+    dual = DualWriteSaver(a, b, router=ShareRouter(share) if share else None)
+    claims.append((claimed_capabilities(a) & claimed_capabilities(b), claimed_capabilities(dual)))
+    return dual
+
+
+def _passes_claiming_what_both_have(report: Any, claims: Claims) -> None:
     assert report.passed_all(), report_failures(report)
     assert detected_capabilities(report) == BASE
     assert claims and all(inner == mine for inner, mine in claims)
+
+
+@pytest.mark.parametrize("share", [None, 1.0])
+def test_conformance_in_memory_pair(share: float | None) -> None:
+    claims: Claims = []
+
+    async def factory() -> AsyncGenerator[BaseCheckpointSaver, None]:
+        yield _dual(InMemorySaver(), InMemorySaver(), share, claims)
+
+    _passes_claiming_what_both_have(
+        run_conformance("DualWriteSaver[InMemorySaver, InMemorySaver]", factory), claims)
 
 
 @pytest.mark.parametrize("share", [None, 1.0])  # reads from SQLite, or all from PostgreSQL
 def test_conformance_async_sqlite_and_postgres(share: float | None, tmp_path: Path,
                                                pg_url: str) -> None:
     n = itertools.count()
-    claims: list[tuple[set[str], set[str]]] = []
+    claims: Claims = []
 
     async def factory() -> AsyncGenerator[BaseCheckpointSaver, None]:
         i = next(n)  # a fresh pair per capability suite: the suite expects empty savers
@@ -77,15 +88,10 @@ def test_conformance_async_sqlite_and_postgres(share: float | None, tmp_path: Pa
                 AsyncPostgresSaver.from_conn_string(url) as b:
             await a.setup()
             await b.setup()
-            dual = DualWriteSaver(a, b, router=ShareRouter(share) if share else None)
-            claims.append((claimed_capabilities(a) & claimed_capabilities(b),
-                           claimed_capabilities(dual)))
-            yield dual
+            yield _dual(a, b, share, claims)
 
-    report = run_conformance("DualWriteSaver[AsyncSqliteSaver, AsyncPostgresSaver]", factory)
-    assert report.passed_all(), report_failures(report)
-    assert detected_capabilities(report) == BASE
-    assert claims and all(inner == mine for inner, mine in claims)
+    _passes_claiming_what_both_have(
+        run_conformance("DualWriteSaver[AsyncSqliteSaver, AsyncPostgresSaver]", factory), claims)
 
 
 def test_claims_only_what_both_inner_savers_have(pg_db: str) -> None:
