@@ -313,14 +313,16 @@ def wait_until_ready(url: str, timeout: float = 10.0,
 
 
 @contextmanager
-def postgres_server(pgdata: Path | None = None) -> Iterator[str]:
-    """``DATABASE_URL`` if set (checked), else an embedded server for the block's lifetime."""
+def postgres_server(pgdata: Path | None = None,
+                    settings: dict[str, str] | None = None) -> Iterator[str]:
+    """``DATABASE_URL`` if set (checked), else an embedded server for the block's lifetime
+    (``settings`` apply to that one only: a server of yours keeps its own)."""
     env = os.environ.get("DATABASE_URL", "").strip()
     if env:
         wait_until_ready(check_url(env), timeout=5)
         yield env
         return
-    with embedded_postgres(pgdata) as server:
+    with embedded_postgres(pgdata, settings) as server:
         yield server.url
 
 
@@ -347,3 +349,13 @@ def drop_database(url: str, name: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+
+
+def durability(url: str) -> str:
+    """What the server says about losing commits: ``fsync=on, full_page_writes=on,
+    synchronous_commit=on`` (a lesson prints it rather than assume it)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return ", ".join(f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"  # type: ignore[index]
+                         for name in ("fsync", "full_page_writes", "synchronous_commit"))

@@ -27,5 +27,5 @@ def test_5_5_backup_restore(lesson_run: RunLesson, pg_url: str) -> None:  # serv
     assert w["corrupted_target_tables"].value == 0
     assert w["dump_seconds"].value > 0
     assert w["backup_bytes"].value > 0
-    assert any("fsync = off" in line or "fsync = on" in line for line in w.evidence)
+    assert any("fsync=off" in line or "fsync=on" in line for line in w.evidence)
     assert w.passed

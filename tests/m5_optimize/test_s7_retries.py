@@ -9,6 +9,7 @@ def test_5_7_retries(lesson_run: RunLesson) -> None:
     # 3 SIGKILLs, each 1 s down then restarted; 2 workers per arm, retries=20, cap 2 s
     w = lesson_run("m5_optimize.s7_retries").witness
     assert w.error is None, w.error
+    assert w["server_fsync_on"].value is True  # a durability claim: fsync=on, printed
     assert w["kills"].value == 3
     assert w["outage_longest_s"].value >= 1.0  # each outage includes the 1 s down
     assert w["invocations_with_wrapper"].value > 0
