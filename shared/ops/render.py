@@ -112,6 +112,14 @@ def render_postgres_rules(th: Thresholds) -> str:
         annotations:
           summary: "Buffer cache hit ratio below {th.pg_cache_hit_min:.0%}"
           description: "The working set does not fit in shared_buffers: raise it, or prune old checkpoints."
+      - alert: CheckpointRetriesSustained
+        expr: sum by (operation, reason) (rate(ckpt_retries_total{{backend="{b}"}}[{w}])) > {th.pg_retries_per_s:g}
+        for: 5m
+        labels:
+          severity: warn
+        annotations:
+          summary: "Saver {{{{ $labels.operation }}}} retried over {th.pg_retries_per_s:g}/s ({{{{ $labels.reason }}}}) for 5 minutes"
+          description: "RetryingSaver hides transient failures from the graphs, not from you: a restart or failover lasts seconds; minutes mean a server, network or pool problem (ckpt health URL)."
 """  # noqa: E501 -- PromQL reads better on its lines
 
 
@@ -197,6 +205,13 @@ def render_grafana_dashboard(th: Thresholds) -> dict[str, Any]:
               "(ckpt_pg_seconds_since_autovacuum)", "s", None, 0, 67, legend=["{{table}}"]),
         panel(18, "PostgreSQL reachable (ckpt_pg_up)", "min(ckpt_pg_up)", "short", 1, 12,
               67, below=True),
+        row(103, "PostgreSQL: transient failures retried (RetryingSaver)", 75),
+        panel(19, "Retries/s by operation and reason", f"sum by (operation, reason) "
+              f"(rate(ckpt_retries_total{{{b}}}[{w}]))", "ops", th.pg_retries_per_s, 0, 76,
+              legend=["{{operation}} {{reason}}"]),
+        panel(20, "Retries per saver call", f"sum(rate(ckpt_retries_total{{{b}}}[{w}])) / "
+              f"clamp_min(sum(rate(ckpt_operation_seconds_count{{{b}}}[{w}])), 1e-9)",
+              "percentunit", None, 12, 76),
     ]
 
     return {
