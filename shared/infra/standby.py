@@ -104,23 +104,31 @@ def promote(server: EmbeddedPostgres, timeout: int = 60) -> float:
     return time.monotonic() - started
 
 
+@dataclass(frozen=True)
+class Rebuilt:
+    """When (``time.monotonic()``) a rebuild's base backup was complete, and when it streamed."""
+
+    backup_done: float
+    streaming: float
+
+
 def rebuild_standby(old: EmbeddedPostgres, primary: EmbeddedPostgres,
-                    timeout: float = 60) -> float:
+                    timeout: float = 60) -> Rebuilt:
     """Make the dead (killed or stopped) ``old`` primary a standby of ``primary``.
 
     Its data may hold commits the new primary never received (asynchronous replication), so
     it is not restarted as it is: its data directory is replaced by a fresh base backup of
-    the new primary, and it starts on its old port, so a multi-host URL stays valid. (At a
-    larger size ``pg_rewind`` copies only the changed blocks; a base backup is always right.)
-    Returns the seconds until it streams.
+    the new primary, and it starts on its old port, so a multi-host URL stays valid. (For a
+    large database ``pg_rewind`` copies only the changed blocks; a base backup is always
+    right, and at our size takes about two seconds, most of it fsync.)
     """
-    started = time.monotonic()
-    old.stop()  # a no-op after kill(); refuses nothing if it was already down
+    old.stop()  # a no-op after kill()
     shutil.rmtree(old.pgdata)
     base_backup(primary, old.pgdata)
+    backup_done = time.monotonic()
     old.start()
     wait_streaming(primary, timeout=timeout)
-    return time.monotonic() - started
+    return Rebuilt(backup_done, time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -189,3 +197,12 @@ def show_settings(server: EmbeddedPostgres,
                  for n in names}
         recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
     return {"role": "standby" if recovery else "primary", **shown}
+
+
+def sample_lag(primary_url: str, seconds: float, every: float = 0.05) -> list[Lag]:
+    """``replication_lag`` every ``every`` seconds for ``seconds`` (e.g. under load)."""
+    samples, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        samples.append(replication_lag(primary_url))
+        time.sleep(every)
+    return samples
