@@ -25,6 +25,7 @@ which owns the data directories. Loopback only, trust authentication, as the emb
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,9 +39,11 @@ from shared.infra.postgres import (
     DURABLE,
     OWNER_FILE,
     EmbeddedPostgres,
+    check_url,
     embedded_postgres,
     prepare_datadir,
 )
+from shared.infra.urls import mask_url, redact
 
 
 def replication_settings(synchronous: bool, base: dict[str, str] | None = None
@@ -206,3 +209,41 @@ def sample_lag(primary_url: str, seconds: float, every: float = 0.05) -> list[La
         samples.append(replication_lag(primary_url))
         time.sleep(every)
     return samples
+
+
+def commit_waits(server: EmbeddedPostgres, wait_s: float = 0.3) -> bool:
+    """Whether a commit on ``server`` waits for a standby (synchronous replication with none
+    attached): a commit is tried and cancelled after ``wait_s``. PostgreSQL then returns
+    with a warning that the commit is local only: the transaction stays committed (it holds
+    nothing here: a WAL message only), and nothing was acknowledged as replicated.
+    """
+    notices: list[str] = []
+    with psycopg.connect(server.url, connect_timeout=5, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        timer = threading.Timer(wait_s, conn.cancel_safe)
+        timer.start()
+        try:
+            # a WAL record of our own in a transaction: its commit waits like any write
+            conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", ("ckpt-probe", ""))
+        finally:
+            timer.cancel()
+    return any("synchronous replication" in n for n in notices)
+
+
+def require_primary(url: str, timeout: float = 5) -> str:
+    """Check that some host of the (multi-host) ``url`` takes writes; one clear sentence if
+    none does (all down, or all standbys), the password masked. Returns ``url``."""
+    check_url(url)
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, int(timeout))):
+            return url
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+    if "read-only" in text or "hot standby" in text:
+        reason = "the servers that answered are standbys (read-only)"
+    elif "refused" in text:
+        reason = "connection refused"
+    else:
+        reason = redact(" ".join(text.split())[:200], url)
+    raise CheckpointError(f"No primary at {mask_url(url)} ({reason}): start the primary or "
+                          "promote a standby, and check the hosts and ports in the URL.")
