@@ -125,6 +125,10 @@ def rebuild_standby(old: EmbeddedPostgres, primary: EmbeddedPostgres,
     large database ``pg_rewind`` copies only the changed blocks; a base backup is always
     right, and at our size takes about two seconds, most of it fsync.)
     """
+    if old.pgdata == primary.pgdata or not is_primary(primary):
+        raise CheckpointError(f"Refusing to rebuild {old.pgdata}: the server on port "
+                              f"{primary.port} is not a primary of another data directory; "
+                              "promote the standby first.")
     old.stop()  # a no-op after kill()
     shutil.rmtree(old.pgdata)
     base_backup(primary, old.pgdata)

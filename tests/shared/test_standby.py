@@ -94,6 +94,9 @@ def test_standby_streams_promotes_and_the_old_primary_is_rebuilt(tmp_path: Path)
         with pytest.raises(CheckpointError, match=r"standbys \(read-only\)"):
             sb.require_primary(sb.multi_host_url(b))
 
+        with pytest.raises(CheckpointError, match="promote the standby first"):
+            sb.rebuild_standby(a, b)  # b is still a standby: a's data is not touched
+        assert sb.is_primary(a)
         old_port = a.port
         a.kill()  # SIGKILL the primary
         assert sb.promote(b) >= 0 and sb.is_primary(b)
