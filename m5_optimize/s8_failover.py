@@ -11,7 +11,9 @@ acknowledged checkpoint:
   connects through a multi-host URL with ``target_session_attrs=read-write``, survives
   repeated failovers (SIGKILL the primary, promote the standby, rebuild the old primary as
   the new standby on its old port): 0 failed invocations, 0 acknowledged checkpoints lost,
-  0 duplicates, and each conversation still recalls its first turn;
+  0 duplicates, and each conversation still recalls its first turn; until the rebuilt
+  standby (or the rebuild's own WAL stream) confirms a flush, the promoted server's commits
+  wait: no write is acknowledged with one copy only;
 - with asynchronous replication the same drill's losses are counted and printed as measured;
 - an unreachable primary is one clear sentence.
 """
@@ -92,6 +94,7 @@ def standby_under_load(w: Witness, mode: str, primary: EmbeddedPostgres,
 
 def drill(w: Witness, wd: Path, *, synchronous: bool, failovers: int, workers: int,
           traffic_s: float, lag_s: float) -> Phase:
+    """A primary and its standby, chat traffic through one URL, ``failovers`` failovers."""
     mode = "sync" if synchronous else "async"
     settings = sb.replication_settings(synchronous)
     with embedded_postgres(wd / f"{mode}-a", settings) as a, \
