@@ -137,6 +137,9 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     "m5_optimize.s5_backup_restore": {"warmup_s": 0.7, "after_s": 0.7, "workers": 2},
     # its own embedded server, killed 3 times (SIGKILL) and restarted under chat traffic
     "m5_optimize.s7_retries": {"kills": 3, "traffic_s": 1.0, "down_s": 1.0},
+    # its own primary + standby (twice: sync, async): 5 sync failovers, 2 async, short traffic
+    "m5_optimize.s8_failover": {"sync_failovers": 5, "async_failovers": 2, "traffic_s": 0.5,
+                                "lag_s": 0.5},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",

@@ -51,10 +51,15 @@ SOCKET_PREFIX = "ckpt-pg-sock-"  # our per-start socket directories, under the t
 
 
 def check_url(url: str) -> str:
-    """Refuse anything that is not a postgres:// or postgresql:// URL, masking the password."""
+    """Refuse anything that is not a postgres:// or postgresql:// URL, masking the password.
+
+    A host list (``HOST1:5432,HOST2:5433``, libpq's multi-host URL) is checked host by host.
+    """
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        hosts = [urlsplit(f"//{h}") for h in parts.netloc.rpartition("@")[2].split(",")]
+        for host in hosts:
+            host.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError:
         raise CheckpointError(f"{mask_url(url)!r} is not a valid PostgreSQL URL (bad host or "
                               "port): write postgresql://USER:PASSWORD@HOST:5432/DBNAME.") from None
@@ -62,7 +67,7 @@ def check_url(url: str) -> str:
         raise CheckpointError(f"{mask_url(url)!r} has an @ in its user name or password: write "
                               "it as %40 (and : as %3A, / as %2F) in postgresql://USER:PASSWORD@"
                               "HOST:5432/DBNAME.")
-    has_host = bool(parts.hostname) or "host=" in (parts.query or "")
+    has_host = any(h.hostname for h in hosts) or "host=" in (parts.query or "")
     if parts.scheme not in ("postgres", "postgresql") or not has_host:
         raise CheckpointError(f"{mask_url(url)!r} is not a PostgreSQL URL: write "
                               "postgresql://USER:PASSWORD@HOST:5432/DBNAME.")
