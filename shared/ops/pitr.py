@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,20 +140,21 @@ def verify_physical(backup: str | Path) -> BackupInfo:
     return info
 
 
-def _segments(archive_dir: Path) -> list[Path]:
+def archived_segments(archive_dir: Path) -> list[Path]:
+    """The archived WAL segments (not .history, .backup or .part files), oldest first."""
     return sorted(p for p in archive_dir.iterdir() if SEGMENT.match(p.name))
 
 
 def last_archived_commit(archive_dir: str | Path) -> datetime | None:
     """The commit time of the newest transaction in the archive (``pg_waldump``), or None."""
-    segments = _segments(Path(archive_dir))
+    segments = archived_segments(Path(archive_dir))
     for seg in reversed(segments):  # a segment switched by archive_timeout may hold none
         out = subprocess.run([str(bin_dir() / "pg_waldump"), str(seg)], capture_output=True,
                              text=True, timeout=120, cwd="/", env={**os.environ, "TZ": "UTC"})
         # It ends with an error at the segment's unused tail: the records before it stand.
         found = COMMIT.findall(out.stdout)
         if found:
-            return datetime.fromisoformat(found[-1]).replace(tzinfo=timezone.utc)
+            return datetime.fromisoformat(found[-1]).replace(tzinfo=UTC)
     return None
 
 
@@ -180,6 +181,7 @@ class RecoveryReport:
     last_replayed_commit: str | None  # pg_last_xact_replay_timestamp() once recovery ended
     stopped: str | None  # the server's "recovery stopping before ..." line
     segments_restored: int  # WAL segments fetched from the archive by restore_command
+    verify_seconds: float  # pg_verifybackup and the range checks, before anything is written
     copy_seconds: float
     replay_seconds: float  # server start to recovery ended and serving reads
 
@@ -242,15 +244,17 @@ def restore_to(backup: str | Path, archive_dir: str | Path | None, pgdata: str |
     inclusive) replaying WAL from ``archive_dir``, or, with no time, to the end of the WAL
     in the backup and the archive. The server is started, promoted, measured and stopped."""
     backup, pgdata = Path(backup).resolve(), Path(pgdata).resolve()
+    clock = time.perf_counter()
     info = verify_physical(backup)
     if pgdata.exists() and (not pgdata.is_dir() or any(pgdata.iterdir())):
         raise CheckpointError(f"{pgdata} is not empty: give a new or empty directory for the "
                               "restored server (nothing was overwritten).")
     archive = Path(archive_dir).resolve() if archive_dir is not None else None
-    if archive is not None and not (archive.is_dir() and _segments(archive)):
+    if archive is not None and not (archive.is_dir() and archived_segments(archive)):
         raise CheckpointError(f"{archive} holds no archived WAL segments: give the directory "
                               "the server's archive_command copies into.")
     _refuse_outside(info, archive, target_time)
+    checked = time.perf_counter() - clock
 
     clock = time.perf_counter()
     user = prepare_datadir(pgdata)
@@ -286,10 +290,10 @@ def restore_to(backup: str | Path, archive_dir: str | Path | None, pgdata: str |
     stopped = re.search(r"recovery stopping before .*", text)
     return RecoveryReport(str(pgdata), target_time and target_time.isoformat(),
                           replayed and replayed.isoformat(), stopped and stopped[0],
-                          len(re.findall(r"restored log file", text)), round(copied, 3),
-                          round(replay, 3))
+                          len(re.findall(r"restored log file", text)), round(checked, 3),
+                          round(copied, 3), round(replay, 3))
 
 
-__all__ = ["INFO", "BackupInfo", "RecoveryReport", "archive_settings", "base_backup",
-           "flush_archive", "last_archived_commit", "prepare_archive", "read_info",
+__all__ = ["INFO", "BackupInfo", "RecoveryReport", "archive_settings", "archived_segments",
+           "base_backup", "flush_archive", "last_archived_commit", "prepare_archive", "read_info",
            "restore_to", "verify_physical"]

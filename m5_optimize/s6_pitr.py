@@ -1,0 +1,181 @@
+"""5.6 Point-in-time recovery: undo a bad prune by replaying archived WAL up to just before it.
+
+A primary runs with ``fsync``, ``full_page_writes`` and ``synchronous_commit`` on and
+archives every WAL segment into a directory (``archive_command``, ``archive_timeout`` 1 s).
+Chat traffic (``live_chat``: two workers, a ledger of every acknowledged turn timed by the
+SERVER clock) runs through a time-scaled "day" of 24 "hours" of ``hour_s`` seconds each. In
+"hour" ``backup_hour`` a base backup is taken (``pg_basebackup``) while the traffic writes.
+In "hour" ``mistake_hour`` a bad prune deletes every thread: one transaction, three DELETEs.
+Its server time (read inside that transaction, before its COMMIT) is the recovery target; a
+REPEATABLE READ snapshot opened just then keeps what the primary held before the mistake.
+The day goes on to its end. Then the base backup is restored into a new data directory and
+the archived WAL replayed to that target (``restore_to``).
+
+The ledger decides: every turn acknowledged before the target is there, every turn started
+after it is not, and every restored checkpoint equals the one the primary held before the
+mistake (``verify``, by stored bytes). RPO and RTO are measured: acknowledged work lost
+before the target, the gap from the target to the last replayed commit, and the wall time
+from "start restore" to "serving reads" split into copy and replay. A backup with one byte
+flipped is refused, and so is a recovery time after the last archived commit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import shared.witness
+from shared.errors import CheckpointError, refusal
+from shared.infra.postgres import DURABLE, embedded_postgres
+from shared.ops import pitr
+from shared.ops.backup import snapshot_view
+from shared.ops.verify import verify
+from shared.savers.postgres import open_postgres_saver
+from shared.witness import Witness, fresh_workdir
+from shared.workloads.chat_ledger import ChatTraffic, live_chat
+from shared.workloads.postgres_writers import setup_postgres
+
+BAD_PRUNE = ("DELETE FROM checkpoint_writes", "DELETE FROM checkpoint_blobs",
+             "DELETE FROM checkpoints")
+
+
+@contextmanager
+def run_day(url: str, wd: Path, hour_s: float, backup_hour: int, mistake_hour: int,
+            workers: int) -> Iterator[tuple[pitr.BackupInfo, datetime, ChatTraffic, Any]]:
+    """The day's traffic, the base backup and the bad prune at their hours; then the
+    backup, the target, the ledger and a saver on the primary as it was before the prune."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    from shared.savers.serde import graph_serde
+
+    def until(hour: int) -> None:
+        time.sleep(max(0.0, start + hour * hour_s - time.monotonic()))
+
+    with live_chat(url, workers) as traffic, psycopg.connect(url) as mistake:
+        start = time.monotonic()
+        until(backup_hour)
+        info = pitr.base_backup(url, wd / "base")  # while the traffic writes
+        until(mistake_hour)
+        for statement in BAD_PRUNE:  # one transaction: every thread gone at once
+            mistake.execute(statement)
+        target = mistake.execute("SELECT clock_timestamp()").fetchone()[0]
+        with snapshot_view(url) as before:  # sees everything but the uncommitted prune
+            mistake.commit()
+            until(24)  # the day goes on
+            traffic.stop.set()
+            pitr.flush_archive(url)  # the WAL with every commit so far is archived
+            reference = PostgresSaver(before.conn, serde=graph_serde())
+            yield info, target, traffic, reference
+
+
+def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
+         mistake_hour: int = 18, workers: int = 2) -> Witness:
+    w = Witness("5.6", "Point-in-time recovery to just before a mistake")
+    wd = fresh_workdir(workdir, "m5_s6_pitr")
+    archive = pitr.prepare_archive(wd / "wal-archive")
+    try:
+        with embedded_postgres(wd / "primary",
+                               settings={**DURABLE, **pitr.archive_settings(archive)}) as pg:
+            fsync, sync = (pg.psql(f"SHOW {s}").strip() for s in ("fsync", "synchronous_commit"))
+            setup_postgres(pg.url)
+            with run_day(pg.url, wd, hour_s, backup_hour, mistake_hour,
+                         workers) as (info, target, traffic, reference):
+                done = pitr.restore_to(wd / "base", archive, wd / "restored", target)
+                with embedded_postgres(wd / "restored", settings=DURABLE) as restored:
+                    with psycopg.connect(restored.url) as conn:
+                        present = set(conn.execute(
+                            "SELECT thread_id, checkpoint_id FROM checkpoints "
+                            "WHERE checkpoint_ns = ''").fetchall())
+                    with open_postgres_saver(restored.url) as mine:
+                        same = verify(mine, reference, examples=100_000)
+                with psycopg.connect(pg.url) as conn:
+                    left = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+        segments = len(pitr.archived_segments(archive))
+        bad = wd / "base-flipped"
+        shutil.copytree(wd / "base", bad)
+        victim = max((p for p in (bad / "base").rglob("*") if p.is_file()),
+                     key=lambda p: p.stat().st_size)
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.write_bytes(data)
+        flipped = refusal(lambda: pitr.restore_to(bad, archive, wd / "never-1", target))
+        late = target + timedelta(days=1)
+        too_late = refusal(lambda: pitr.restore_to(wd / "base", archive, wd / "never-2", late))
+        too_early = refusal(lambda: pitr.restore_to(wd / "base", archive, wd / "never-3",
+                                                    info.ended - timedelta(seconds=1)))
+    except CheckpointError as exc:
+        w.error = " ".join(str(exc).split())
+        return w
+
+    ledger = traffic.ledger
+    before = [e for e in ledger if e[3] < target]  # acknowledged before the target
+    after = [e for e in ledger if e[2] > target]  # started after it
+    raced = [e for e in ledger if e not in before and e not in after]
+    lost = [e for e in before if (e[0], e[1]) not in present]
+    replayed = datetime.fromisoformat(done.last_replayed_commit)
+    # a raced turn's checkpoint may be restored with the node writes it made before the target
+    raced_threads = {e[0] for e in raced}
+    writes_late = [x for x in same.examples if x.endswith(": pending_writes differ")
+                   and x.split("/")[0] in raced_threads]
+    rto = done.verify_seconds + done.copy_seconds + done.replay_seconds
+
+    w.show(f"primary: fsync = {fsync}, synchronous_commit = {sync}; WAL archived to "
+           f"{archive.name}/ every {pitr.archive_settings(archive)['archive_timeout']} at least")
+    w.show(f"a day of 24 'hours' of {hour_s:g} s each: base backup in hour {backup_hour} "
+           f"({info.seconds:.1f} s, LSN {info.start_lsn}..{info.end_lsn}), bad prune in hour "
+           f"{mistake_hour} at {target.time()} (left {left:,} checkpoints by the day's end)")
+    w.show(f"restored to {target.time()}: {done.stopped}; last replayed commit "
+           f"{replayed.time()}, {done.segments_restored} segments from the archive")
+    w.show(f"ledger: {len(ledger)} acknowledged turns: {len(before)} before the target, "
+           f"{len(after)} started after it, {len(raced)} raced it")
+    w.show("one byte flipped in " + str(victim.relative_to(bad)) + ": " + str(flipped))
+    w.show("a time after the archive: " + str(too_late))
+    w.metric("server_fsync", fsync, target="== on")
+    w.metric("server_synchronous_commit", sync, target="== on")
+    w.metric("archived_segments", segments, "segments", "> 0")
+    w.metric("traffic_errors", len(traffic.errors), "turns", "== 0")
+    w.metric("turns_acked_before_target", len(before), "turns", "> 0")
+    w.metric("acked_before_target_missing", len(lost), "turns", "== 0")
+    w.metric("turns_started_after_target", len(after), "turns", "> 0")
+    w.metric("started_after_target_present", sum((e[0], e[1]) in present for e in after),
+             "turns", "== 0")
+    w.metric("restored_checkpoints_compared", same.checkpoints, "checkpoints", "> 0")
+    w.metric("restored_not_on_primary_before_mistake", same.missing, "checkpoints", "== 0")
+    w.metric("restored_differences", same.mismatches - len(writes_late), "checkpoints", "== 0")
+    w.metric("writes_after_target_on_raced_turns", len(writes_late), "checkpoints",
+             f"<= {len(raced)}")
+    w.metric("rpo_acked_work_lost_s", max((target - e[3]).total_seconds() for e in lost)
+             if lost else 0.0, "s", "== 0")
+    gap_ms = (target - replayed).total_seconds() * 1000
+    w.metric("rpo_target_to_last_replayed_commit_ms", round(gap_ms, 1), "ms", "<= 1000")
+    w.metric("rpo_replay_stopped_before_target", done.stopped is not None
+             and replayed < target, target="== yes")
+    w.metric("rto_verify_s", done.verify_seconds, "s")
+    w.metric("rto_copy_s", done.copy_seconds, "s")
+    w.metric("rto_replay_s", done.replay_seconds, "s")
+    w.metric("rto_total_s", round(rto, 3), "s", "> 0")
+    w.metric("flipped_byte_refused", flipped is not None and str(victim.relative_to(bad))
+             in flipped, target="== yes")
+    w.metric("time_after_archive_refused", too_late is not None
+             and "after the last commit" in too_late, target="== yes")
+    w.metric("time_before_backup_refused", too_early is not None
+             and "before this base backup ended" in too_early, target="== yes")
+    w.metric("refused_targets_created", sum((wd / f"never-{i}").exists() for i in (1, 2, 3)),
+             "dirs", "== 0")
+    w.note(f"Scale: 1 'hour' = {hour_s:g} s of wall time. RTO here is a local copy of a "
+           f"{info.format} backup plus replay of {done.segments_restored} WAL segments; it "
+           "grows with the backup's size and the WAL written since it.")
+    if traffic.errors:
+        w.show("first traffic error: " + traffic.errors[0])
+    return w
+
+
+if __name__ == "__main__":
+    raise SystemExit(shared.witness.cli(main))
