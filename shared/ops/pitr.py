@@ -294,6 +294,52 @@ def restore_to(backup: str | Path, archive_dir: str | Path | None, pgdata: str |
                           round(copied, 3), round(replay, 3))
 
 
+def _with_database(url: str, database: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def scratch_verify(backup: str | Path, source_url: str) -> dict[str, Any]:
+    """Recover ``backup`` into a scratch data directory with a scratch server (removed after)
+    and compare every checkpoint there with the source database as it is now (``verify``):
+    none may be missing or different; newer checkpoints and later node writes on the source
+    are expected. Not the source's own access rules: the scratch server trusts loopback only.
+    """
+    import tempfile
+    from urllib.parse import unquote, urlsplit
+
+    from shared.ops.backup import TABLES, _present
+    from shared.ops.verify import verify
+    from shared.savers.postgres import open_postgres_saver
+
+    database = unquote(urlsplit(source_url).path.lstrip("/")) or "postgres"
+    home = Path(tempfile.mkdtemp(prefix="ckpt-scratch-restore-"))
+    try:
+        hba = home / "pg_hba.conf"  # the source's may ask passwords we do not have
+        hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        hba.chmod(0o644)
+        settings = {**DURABLE, "hba_file": str(hba)}
+        done = restore_to(backup, None, home / "pgdata", settings=settings)
+        result: dict[str, Any] = {"recovery": done.to_dict(), "database": database}
+        with embedded_postgres(home / "pgdata", settings=settings) as server:
+            scratch = _with_database(server.url, database)
+            with _connect(scratch, autocommit=True) as conn:
+                if len(_present(conn)) < len(TABLES):
+                    result.update(ok=True, checkpoints=0, note="no checkpoint tables to compare")
+                    return result
+            with open_postgres_saver(scratch) as mine, open_postgres_saver(source_url) as now:
+                report = verify(mine, now, examples=100_000)
+        late = sum(x.endswith(": pending_writes differ") for x in report.examples)
+        result.update(ok=report.missing == 0 and report.mismatches == late,
+                      checkpoints=report.checkpoints, missing=report.missing,
+                      different=report.mismatches - late, later_writes_on_source=late,
+                      newer_on_source=report.extra + report.extra_threads)
+        return result
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 __all__ = ["INFO", "BackupInfo", "RecoveryReport", "archive_settings", "archived_segments",
            "base_backup", "flush_archive", "last_archived_commit", "prepare_archive", "read_info",
-           "restore_to", "verify_physical"]
+           "restore_to", "scratch_verify", "verify_physical"]
