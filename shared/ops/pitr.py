@@ -25,7 +25,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from shared.errors import CheckpointError
 from shared.infra.postgres import DURABLE, bin_dir, embedded_postgres, prepare_datadir
 from shared.infra.urls import mask_url
-from shared.ops.backup import _connect, _tool
+from shared.ops.backup import _connect, _sha256, _tool
 
 INFO = "ckpt-physical.json"  # beside the backup's own files, ignored by pg_verifybackup
 MANIFEST = "backup_manifest"
@@ -74,6 +74,9 @@ class BackupInfo:
     format: str  # "plain" or "tar"
     seconds: float
     source: str  # password masked
+    # SHA-256 of each file the manifest does not cover (pg_wal's segments; in tar format the
+    # tar files): pg_verifybackup only parses that WAL, which misses a flip in unused space
+    others_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def ended(self) -> datetime:
@@ -104,10 +107,13 @@ def base_backup(url: str, dest: str | Path, tar: bool = False) -> BackupInfo:
         raise
     seconds = time.perf_counter() - clock
     _, _, ended = _server_facts(url)
-    ranges = json.loads((dest / MANIFEST).read_text())["WAL-Ranges"][0]
+    manifest = json.loads((dest / MANIFEST).read_text())
+    ranges, listed = manifest["WAL-Ranges"][0], {f["Path"] for f in manifest["Files"]}
+    others = {str(p.relative_to(dest)): _sha256(p) for p in sorted(dest.rglob("*"))
+              if p.is_file() and str(p.relative_to(dest)) not in listed | {MANIFEST}}
     info = BackupInfo(version, system_id, ranges["Start-LSN"], ranges["End-LSN"],
                       started.isoformat(), ended.isoformat(), "tar" if tar else "plain",
-                      round(seconds, 3), mask_url(url))
+                      round(seconds, 3), mask_url(url), others)
     (dest / INFO).write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
 
@@ -128,6 +134,13 @@ def read_info(backup: str | Path) -> BackupInfo:
 def verify_physical(backup: str | Path) -> BackupInfo:
     """``pg_verifybackup``: every file's size and SHA-256 against the manifest, and the WAL."""
     info = read_info(backup)
+    for name, digest in info.others_sha256.items():
+        path = Path(backup) / name
+        actual = _sha256(path) if path.is_file() else "missing"
+        if actual != digest:
+            raise CheckpointError(f"The base backup {backup} is damaged (checksum mismatch for "
+                                  f'file "{name}": SHA-256 {actual[:16]}..., recorded '
+                                  f"{digest[:16]}...): refusing it; take a new base backup.")
     args = ["-q", "-i", INFO, *(["-n"] if info.format == "tar" else []), str(backup)]
     out = subprocess.run([str(bin_dir() / "pg_verifybackup"), *args], capture_output=True,
                          text=True, timeout=600, cwd="/")
