@@ -149,6 +149,7 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
     w.metric("restored_checkpoints_compared", same.checkpoints, "checkpoints", "> 0")
     w.metric("restored_not_on_primary_before_mistake", same.missing, "checkpoints", "== 0")
     w.metric("restored_differences", same.mismatches - len(writes_late), "checkpoints", "== 0")
+    w.metric("turns_raced_target", len(raced), "turns")  # started before, acknowledged after
     w.metric("writes_after_target_on_raced_turns", len(writes_late), "checkpoints",
              f"<= {len(raced)}")
     w.metric("rpo_acked_work_lost_s", max((target - e[3]).total_seconds() for e in lost)
