@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import CheckpointError
-from shared.infra.postgres import DURABLE, bin_dir, embedded_postgres, prepare_datadir
+from shared.infra.postgres import DURABLE, bin_dir, connect, embedded_postgres, prepare_datadir
 from shared.infra.urls import mask_url
-from shared.ops.backup import _connect, _sha256, _tool
+from shared.ops.backup import _sha256, _tool
 
 INFO = "ckpt-physical.json"  # beside the backup's own files, ignored by pg_verifybackup
 MANIFEST = "backup_manifest"
@@ -84,7 +84,7 @@ class BackupInfo:
 
 
 def _server_facts(url: str) -> tuple[str, str, datetime]:
-    with _connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         return conn.execute("SELECT current_setting('server_version'), system_identifier::text, "
                             "clock_timestamp() FROM pg_control_system()").fetchone()
 
@@ -174,7 +174,7 @@ def last_archived_commit(archive_dir: str | Path) -> datetime | None:
 def flush_archive(url: str, timeout: float = 60.0) -> str:
     """Switch to a new WAL segment and wait until the one holding every commit so far is
     archived: then the archive covers everything committed before this call."""
-    with _connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -290,7 +290,7 @@ def restore_to(backup: str | Path, archive_dir: str | Path | None, pgdata: str |
     clock = time.perf_counter()
     # no archiving here: a restored server must not write into the archive it came from
     with embedded_postgres(pgdata, settings=dict(settings or DURABLE)) as server:
-        with _connect(server.url, autocommit=True) as conn:
+        with connect(server.url, autocommit=True) as conn:
             deadline = time.monotonic() + timeout
             while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 if time.monotonic() > deadline:
@@ -337,7 +337,7 @@ def scratch_verify(backup: str | Path, source_url: str) -> dict[str, Any]:
         result: dict[str, Any] = {"recovery": done.to_dict(), "database": database}
         with embedded_postgres(home / "pgdata", settings=settings) as server:
             scratch = _with_database(server.url, database)
-            with _connect(scratch, autocommit=True) as conn:
+            with connect(scratch, autocommit=True) as conn:
                 if len(_present(conn)) < len(TABLES):
                     result.update(ok=True, checkpoints=0, note="no checkpoint tables to compare")
                     return result
