@@ -202,6 +202,24 @@ class RecoveryReport:
         return asdict(self)
 
 
+def _first_gap(archive: Path, info: BackupInfo) -> str | None:
+    """The first segment missing in the archive between the backup's end and its newest
+    segment of the backup's timeline (16 MB segments, PostgreSQL's default), or None."""
+    per_id = 0x100000000 // (16 << 20)
+    high, low = (int(x, 16) for x in info.end_lsn.split("/"))
+    timeline = None
+    numbers = set()
+    for seg in archived_segments(archive):
+        timeline = timeline or seg.name[:8]
+        if seg.name[:8] == timeline:
+            numbers.add(int(seg.name[8:16], 16) * per_id + int(seg.name[16:], 16))
+    first = (high << 32 | low) // (16 << 20)
+    for n in range(first, max(numbers, default=first)):
+        if n not in numbers:
+            return f"{timeline}{n // per_id:08X}{n % per_id:08X}"
+    return None
+
+
 def _refuse_outside(info: BackupInfo, archive: Path | None, target: datetime | None) -> None:
     if target is None:
         return
@@ -214,6 +232,12 @@ def _refuse_outside(info: BackupInfo, archive: Path | None, target: datetime | N
         raise CheckpointError(f"The recovery time {target.isoformat()} is before this base "
                               f"backup ended ({info.end_time}): give a later time, or an older "
                               "base backup (nothing was written).")
+    missing = _first_gap(archive, info)
+    if missing:
+        raise CheckpointError(f"The WAL archive {archive} lacks segment {missing} (after the "
+                              "base backup, before its newest segment): replay would stop "
+                              "there; find that segment or take a new base backup (nothing "
+                              "was written).")
     last = last_archived_commit(archive)
     if last is None or target > last:
         raise CheckpointError(f"The recovery time {target.isoformat()} is after the last "
@@ -289,22 +313,38 @@ def restore_to(backup: str | Path, archive_dir: str | Path | None, pgdata: str |
     offset = log.stat().st_size if log.exists() else 0
     clock = time.perf_counter()
     # no archiving here: a restored server must not write into the archive it came from
-    with embedded_postgres(pgdata, settings=dict(settings or DURABLE)) as server:
-        with connect(server.url, autocommit=True) as conn:
-            deadline = time.monotonic() + timeout
-            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                if time.monotonic() > deadline:
-                    raise CheckpointError(f"{pgdata} was still recovering after {timeout:g} s: "
-                                          "see server.log in it.")
-                time.sleep(0.05)
-            replayed = conn.execute("SELECT pg_last_xact_replay_timestamp()").fetchone()[0]
-        replay = time.perf_counter() - clock
+    try:
+        replayed = _recover(pgdata, dict(settings or DURABLE), timeout)
+    except Exception as exc:
+        died = re.findall(r"FATAL: +(.*)|last completed transaction was at log time (.*)",
+                          log.read_bytes()[offset:].decode(errors="replace"))
+        if not died:
+            raise
+        said = "; ".join(a or f"last replayed commit at {b}" for a, b in died
+                         if not a.startswith("the database system is"))  # clients' FATALs
+        raise CheckpointError(f"Recovery of {pgdata} failed ({said}): the WAL archive may have "
+                              "a gap or end early; delete that directory before trying again."
+                              ) from exc
+    replay = time.perf_counter() - clock
     text = log.read_bytes()[offset:].decode(errors="replace")
     stopped = re.search(r"recovery stopping before .*", text)
     return RecoveryReport(str(pgdata), target_time and target_time.isoformat(),
                           replayed and replayed.isoformat(), stopped and stopped[0],
                           len(re.findall(r"restored log file", text)), round(checked, 3),
                           round(copied, 3), round(replay, 3))
+
+
+def _recover(pgdata: Path, settings: dict[str, str], timeout: float) -> datetime | None:
+    """Start the server, wait until recovery ended (promoted): the last replayed commit."""
+    with (embedded_postgres(pgdata, settings=settings) as server,
+          connect(server.url, autocommit=True) as conn):
+        deadline = time.monotonic() + timeout
+        while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"{pgdata} was still recovering after {timeout:g} s: "
+                                      "see server.log in it.")
+            time.sleep(0.05)
+        return conn.execute("SELECT pg_last_xact_replay_timestamp()").fetchone()[0]
 
 
 def _with_database(url: str, database: str) -> str:

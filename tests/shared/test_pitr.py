@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,10 @@ def primary() -> Iterator[Primary]:
             SESSION_CHILDREN.update(_children() - before)
             pg.psql("CREATE TABLE t (i int); INSERT INTO t VALUES (1)")
             info = pitr.base_backup(pg.url, home / "base")
-            pg.psql("INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)")
+            # row 2 in the segment after the backup's, row 3 in the next one
+            for sql in ("INSERT INTO t VALUES (2)", "SELECT pg_switch_wal()",
+                        "INSERT INTO t VALUES (3)"):
+                pg.psql(sql)
             target = datetime.fromisoformat(pg.psql("SELECT clock_timestamp()").strip()
                                             .replace(" ", "T") + ":00")
             pg.psql("INSERT INTO t VALUES (4)")
@@ -143,6 +147,29 @@ def test_restore_refuses_bad_input_and_writes_nothing(primary: Primary, tmp_path
     with pytest.raises(CheckpointError, match="is not empty"):
         pitr.restore_to(primary.base, primary.archive, new, primary.target)
     assert [p.name for p in new.iterdir()] == ["PG_VERSION"]
+
+
+def test_an_archive_with_a_gap_or_a_damaged_segment_is_refused(primary: Primary,
+                                                                tmp_path: Path) -> None:
+    archive = pitr.prepare_archive(tmp_path / "archive")  # the server's user reads it
+    for segment in primary.archive.iterdir():
+        shutil.copy2(segment, archive)
+        os.chown(archive / segment.name, archive.stat().st_uid, archive.stat().st_gid)
+    segments = pitr.archived_segments(archive)
+    after = [p for p in segments if p.name[8:] > primary.info.end_lsn.split("/")[0].zfill(8)
+             + f"{int(primary.info.end_lsn.split('/')[1], 16) >> 24:08X}"]
+    assert len(after) >= 2, [p.name for p in segments]
+    after[0].rename(tmp_path / after[0].name)  # gone from the archive
+    with pytest.raises(CheckpointError, match=f"lacks segment {after[0].name}"):
+        pitr.restore_to(primary.base, archive, tmp_path / "new", primary.target)
+    assert not (tmp_path / "new").exists()
+    data = bytearray((tmp_path / after[0].name).read_bytes())  # back, its records garbled
+    data[200:400] = bytes(200)
+    (archive / after[0].name).write_bytes(data)
+    os.chown(archive / after[0].name, archive.stat().st_uid, archive.stat().st_gid)
+    with pytest.raises(CheckpointError, match="recovery ended before configured recovery "
+                                              "target was reached"):
+        pitr.restore_to(primary.base, archive, tmp_path / "new", primary.target)
 
 
 def test_restore_to_a_time_replays_exactly_the_commits_before_it(primary: Primary,
