@@ -7,7 +7,9 @@ SERVER clock) runs through a time-scaled "day" of 24 "hours" of ``hour_s`` secon
 "hour" ``backup_hour`` a base backup is taken (``pg_basebackup``) while the traffic writes.
 In "hour" ``mistake_hour`` a bad prune deletes every thread: one transaction, three DELETEs.
 Its server time (read inside that transaction, before its COMMIT) is the recovery target; a
-REPEATABLE READ snapshot opened just then keeps what the primary held before the mistake.
+REPEATABLE READ snapshot keeps what the primary held before the mistake, opened once every
+transaction still running at the target has ended (``shared/workloads/pitr_day.py``: a
+commit is stamped before its WAL is flushed, which with fsync on takes milliseconds).
 The day goes on to its end. Then the base backup is restored into a new data directory and
 the archived WAL replayed to that target (``restore_to``).
 
@@ -22,12 +24,8 @@ flipped is refused, and so is a recovery time after the last archived commit.
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -35,44 +33,11 @@ import shared.witness
 from shared.errors import CheckpointError, refusal
 from shared.infra.postgres import DURABLE, embedded_postgres
 from shared.ops import pitr
-from shared.ops.backup import snapshot_view
 from shared.ops.verify import verify
 from shared.savers.postgres import open_postgres_saver
 from shared.witness import Witness, fresh_workdir
-from shared.workloads.chat_ledger import ChatTraffic, live_chat
+from shared.workloads.pitr_day import mistake_day
 from shared.workloads.postgres_writers import setup_postgres
-
-BAD_PRUNE = ("DELETE FROM checkpoint_writes", "DELETE FROM checkpoint_blobs",
-             "DELETE FROM checkpoints")
-
-
-@contextmanager
-def run_day(url: str, wd: Path, hour_s: float, backup_hour: int, mistake_hour: int,
-            workers: int) -> Iterator[tuple[pitr.BackupInfo, datetime, ChatTraffic, Any]]:
-    """The day's traffic, the base backup and the bad prune at their hours; then the
-    backup, the target, the ledger and a saver on the primary as it was before the prune."""
-    from langgraph.checkpoint.postgres import PostgresSaver
-
-    from shared.savers.serde import graph_serde
-
-    def until(hour: int) -> None:
-        time.sleep(max(0.0, start + hour * hour_s - time.monotonic()))
-
-    with live_chat(url, workers) as traffic, psycopg.connect(url) as mistake:
-        start = time.monotonic()
-        until(backup_hour)
-        info = pitr.base_backup(url, wd / "base")  # while the traffic writes
-        until(mistake_hour)
-        for statement in BAD_PRUNE:  # one transaction: every thread gone at once
-            mistake.execute(statement)
-        target = mistake.execute("SELECT clock_timestamp()").fetchone()[0]
-        with snapshot_view(url) as before:  # sees everything but the uncommitted prune
-            mistake.commit()
-            until(24)  # the day goes on
-            traffic.stop.set()
-            pitr.flush_archive(url)  # the WAL with every commit so far is archived
-            reference = PostgresSaver(before.conn, serde=graph_serde())
-            yield info, target, traffic, reference
 
 
 def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
@@ -85,8 +50,8 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
                                settings={**DURABLE, **pitr.archive_settings(archive)}) as pg:
             fsync, sync = (pg.psql(f"SHOW {s}").strip() for s in ("fsync", "synchronous_commit"))
             setup_postgres(pg.url)
-            with run_day(pg.url, wd, hour_s, backup_hour, mistake_hour,
-                         workers) as (info, target, traffic, reference):
+            with mistake_day(pg.url, wd, hour_s, backup_hour, mistake_hour, workers) as day:
+                info, target, traffic = day.info, day.target, day.traffic
                 done = pitr.restore_to(wd / "base", archive, wd / "restored", target)
                 with embedded_postgres(wd / "restored", settings=DURABLE) as restored:
                     with psycopg.connect(restored.url) as conn:
@@ -94,7 +59,7 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
                             "SELECT thread_id, checkpoint_id FROM checkpoints "
                             "WHERE checkpoint_ns = ''").fetchall())
                     with open_postgres_saver(restored.url) as mine:
-                        same = verify(mine, reference, examples=100_000)
+                        same = verify(mine, day.reference, examples=100_000)
                 with psycopg.connect(pg.url) as conn:
                     left = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
         segments = len(pitr.archived_segments(archive))
