@@ -202,14 +202,33 @@ def test_ckpt_physical_backup_verify_and_restore(primary: Primary, tmp_path: Pat
                             "is not a time"),
                            (("--wal-archive", str(primary.archive), "--to-time",
                              "2026-01-01T00:00:00"), "has no time zone")):
-        out = ckpt("restore", str(primary.base), str(tmp_path / "x"), "--physical", *args)
-        assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1
+        code, err = in_process("restore", str(primary.base), str(tmp_path / "x"), "--physical",
+                               *args)
+        assert code == 2 and expected in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
-    logical = ckpt("restore", str(primary.base), primary.url, "--to-time", when)
-    assert logical.returncode == 2 and "add --physical" in logical.stderr
+    code, err = in_process("restore", str(primary.base), primary.url, "--to-time", when)
+    assert code == 2 and "add --physical" in err
 
 
-def test_help_names_the_physical_options() -> None:
-    assert "--physical" in ckpt("backup", "--help").stdout
-    text = ckpt("restore", "--help").stdout
-    assert all(opt in text for opt in ("--physical", "--wal-archive", "--to-time"))
+def in_process(*args: str) -> tuple[int, str]:
+    """``ckpt ARGS`` in this process (a refusal needs no new interpreter): status, stderr."""
+    import contextlib
+    import io
+
+    from shared.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, err.getvalue()
+
+
+def test_help_names_the_physical_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+
+    for command, options in (("backup", ("--physical",)),
+                             ("restore", ("--physical", "--wal-archive", "--to-time"))):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert done.value.code == 0 and all(opt in text for opt in options)
