@@ -185,6 +185,18 @@ def test_restore_to_a_time_replays_exactly_the_commits_before_it(primary: Primar
         assert restored.psql("SELECT pg_is_in_recovery()").strip() == "f"
 
 
+def test_a_tar_backup_is_verified_and_recovered_to_the_end_of_the_archive(
+        primary: Primary, tmp_path: Path) -> None:
+    info = pitr.base_backup(primary.url, tmp_path / "tar", tar=True)
+    assert info.format == "tar" and set(info.others_sha256) == {"base.tar", "pg_wal.tar"}
+    assert pitr.verify_physical(tmp_path / "tar") == info
+    done = pitr.restore_to(tmp_path / "tar", primary.archive, tmp_path / "new")  # no time
+    assert done.stopped is None and done.target_time is None
+    with embedded_postgres(tmp_path / "new", settings=DURABLE) as restored:
+        assert restored.psql("SELECT string_agg(i::text, ',' ORDER BY i) FROM t").strip() \
+            == "1,2,3,4"
+
+
 def test_ckpt_physical_backup_verify_and_restore(primary: Primary, tmp_path: Path) -> None:
     made = ckpt("backup", primary.url, str(tmp_path / "b"), "--physical", "--verify", "--json")
     assert made.returncode == 0, made.stderr
