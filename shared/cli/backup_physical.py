@@ -62,6 +62,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.wal_archive is None or args.to_time is None:
         raise CheckpointError("A physical restore needs --wal-archive ARCHIVE and --to-time "
                               "TIME (nothing was written).")
+    if "://" in args.url:
+        raise CheckpointError("With --physical the second argument is a new data directory, "
+                              "not a URL: give a path such as /srv/pg-restored.")
     target = _time(args.to_time)
     done = pitr.restore_to(args.dir, args.wal_archive, Path(args.url), target)
     reached = done.stopped is not None

@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import CheckpointError
-from shared.infra.postgres import DURABLE, bin_dir, connect, embedded_postgres, prepare_datadir
+from shared.infra.postgres import (
+    DURABLE,
+    FAST,
+    bin_dir,
+    connect,
+    embedded_postgres,
+    prepare_datadir,
+)
 from shared.infra.urls import mask_url
 from shared.ops.backup import _sha256, _tool
 
@@ -372,7 +379,7 @@ def scratch_verify(backup: str | Path, source_url: str) -> dict[str, Any]:
         hba = home / "pg_hba.conf"  # the source's may ask passwords we do not have
         hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         hba.chmod(0o644)
-        settings = {**DURABLE, "hba_file": str(hba)}
+        settings = {**FAST, "hba_file": str(hba)}  # thrown away: speed
         done = restore_to(backup, None, home / "pgdata", settings=settings)
         result: dict[str, Any] = {"recovery": done.to_dict(), "database": database}
         with embedded_postgres(home / "pgdata", settings=settings) as server:

@@ -218,6 +218,9 @@ def test_ckpt_physical_backup_verify_and_restore(primary: Primary, tmp_path: Pat
                                *args)
         assert code == 2 and expected in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+    code, err = in_process("restore", str(primary.base), primary.url, "--physical",
+                           "--wal-archive", str(primary.archive), "--to-time", when)
+    assert code == 2 and "not a URL" in err
     code, err = in_process("restore", str(primary.base), primary.url, "--to-time", when)
     assert code == 2 and "add --physical" in err
 
