@@ -1,7 +1,9 @@
 """5.6 Point-in-time recovery: undo a bad prune by replaying archived WAL up to just before it.
 
 A primary runs with ``fsync``, ``full_page_writes`` and ``synchronous_commit`` on and
-archives every WAL segment into a directory (``archive_command``, ``archive_timeout`` 1 s).
+archives every WAL segment into a directory, then to S3 over HTTP (moto's server unless
+``S3_ENDPOINT_URL`` is set: ``archive_command``, ``archive_timeout`` 1 s); recovery
+downloads the S3 copy and replays it.
 Chat traffic (``live_chat``: two workers, a ledger of every acknowledged turn timed by the
 SERVER clock) runs through a time-scaled "day" of 24 "hours" of ``hour_s`` seconds each. In
 "hour" ``backup_hour`` a base backup is taken (``pg_basebackup``) while the traffic writes.
@@ -17,13 +19,14 @@ The ledger decides: every turn acknowledged before the target is there, every tu
 after it is not, and every restored checkpoint equals the one the primary held before the
 mistake (``verify``, by stored bytes). RPO and RTO are measured: acknowledged work lost
 before the target, the gap from the target to the last replayed commit, and the wall time
-from "start restore" to "serving reads" split into copy and replay. A backup with one byte
-flipped is refused, and so is a recovery time after the last archived commit.
+from "start restore" to "serving reads" split into fetch, verify, copy and replay. A backup
+with one byte flipped is refused, and so is a recovery time after the last archived commit.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +35,8 @@ import psycopg
 import shared.witness
 from shared.errors import CheckpointError, refusal
 from shared.infra.postgres import DURABLE, embedded_postgres
-from shared.ops import pitr
+from shared.infra.s3 import s3_server
+from shared.ops import pitr, wal_s3
 from shared.ops.verify import verify
 from shared.savers.postgres import open_postgres_saver
 from shared.witness import Witness, fresh_workdir
@@ -44,14 +48,21 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
          mistake_hour: int = 18, workers: int = 2) -> Witness:
     w = Witness("5.6", "Point-in-time recovery to just before a mistake")
     wd = fresh_workdir(workdir, "m5_s6_pitr")
-    archive = pitr.prepare_archive(wd / "wal-archive")
+    local = pitr.prepare_archive(wd / "wal-archive")  # the archive's first copy
+    archive = wd / "wal-from-s3"  # what recovery replays: the S3 copy, downloaded
+    prefix = f"m5-s6/{time.time_ns()}/"  # S3 (moto's, or yours) outlives one run
     try:
-        with embedded_postgres(wd / "primary",
-                               settings={**DURABLE, **pitr.archive_settings(archive)}) as pg:
+        with s3_server("ckpt-wal") as s3, embedded_postgres(wd / "primary", settings={
+                **DURABLE, **pitr.archive_settings(local, then=wal_s3.push_command(
+                    s3, prefix, wd / "s3-credentials"))}) as pg:
             fsync, sync = (pg.psql(f"SHOW {s}").strip() for s in ("fsync", "synchronous_commit"))
             setup_postgres(pg.url)
             with mistake_day(pg.url, wd, hour_s, backup_hour, mistake_hour, workers) as day:
                 info, target, traffic = day.info, day.target, day.traffic
+                clock = time.perf_counter()  # "start restore": the archive is in S3
+                files, size = wal_s3.fetch_archive(s3, prefix, archive)
+                fetch_s = round(time.perf_counter() - clock, 3)
+                wal_s3.drop_archive(s3, prefix)  # this run's objects: moto holds them in RAM
                 done = pitr.restore_to(wd / "base", archive, wd / "restored", target)
                 with embedded_postgres(wd / "restored", settings=DURABLE) as restored:
                     with psycopg.connect(restored.url) as conn:
@@ -63,6 +74,7 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
                 with psycopg.connect(pg.url) as conn:
                     left = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
         segments = len(pitr.archived_segments(archive))
+        differ = sum(p.read_bytes() != (local / p.name).read_bytes() for p in archive.iterdir())
         bad = wd / "base-flipped"
         shutil.copytree(wd / "base", bad)
         victim = max((p for p in (bad / "base").rglob("*") if p.is_file()),
@@ -89,10 +101,13 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
     raced_threads = {e[0] for e in raced}
     writes_late = [x for x in same.examples if x.endswith(": pending_writes differ")
                    and x.split("/")[0] in raced_threads]
-    rto = done.verify_seconds + done.copy_seconds + done.replay_seconds
+    rto = fetch_s + done.verify_seconds + done.copy_seconds + done.replay_seconds
 
-    w.show(f"primary: fsync = {fsync}, synchronous_commit = {sync}; WAL archived to "
-           f"{archive.name}/ every {pitr.archive_settings(archive)['archive_timeout']} at least")
+    w.show(f"primary: fsync = {fsync}, synchronous_commit = {sync}; each WAL segment (one at "
+           f"least every {pitr.archive_settings(local)['archive_timeout']}) archived to "
+           f"{local.name}/, then to s3://{s3.bucket}/{prefix} over HTTP (curl, SigV4)")
+    w.show(f"recovery replays the S3 copy: {files} objects, {size:,} bytes, downloaded in "
+           f"{fetch_s} s")
     w.show(f"a day of 24 'hours' of {hour_s:g} s each: base backup in hour {backup_hour} "
            f"({info.seconds:.1f} s, LSN {info.start_lsn}..{info.end_lsn}), bad prune in hour "
            f"{mistake_hour} at {target.time()} (left {left:,} checkpoints by the day's end)")
@@ -104,7 +119,8 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
     w.show("a time after the archive: " + str(too_late))
     w.metric("server_fsync", fsync, target="== on")
     w.metric("server_synchronous_commit", sync, target="== on")
-    w.metric("archived_segments", segments, "segments", "> 0")
+    w.metric("s3_archived_segments", segments, "segments", "> 0")
+    w.metric("s3_files_differing_from_local_archive", differ, "files", "== 0")
     w.metric("traffic_errors", len(traffic.errors), "turns", "== 0")
     w.metric("turns_acked_before_target", len(before), "turns", "> 0")
     w.metric("acked_before_target_missing", len(lost), "turns", "== 0")
@@ -123,6 +139,7 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
     w.metric("rpo_target_to_last_replayed_commit_ms", round(gap_ms, 1), "ms", "<= 1000")
     w.metric("rpo_replay_stopped_before_target", done.stopped is not None
              and replayed < target, target="== yes")
+    w.metric("rto_fetch_from_s3_s", fetch_s, "s")
     w.metric("rto_verify_s", done.verify_seconds, "s")
     w.metric("rto_copy_s", done.copy_seconds, "s")
     w.metric("rto_replay_s", done.replay_seconds, "s")

@@ -48,7 +48,8 @@ SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 COMMIT = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 
 
-def archive_settings(archive_dir: str | Path, timeout_s: float = 1.0) -> dict[str, str]:
+def archive_settings(archive_dir: str | Path, timeout_s: float = 1.0,
+                     then: str | None = None) -> dict[str, str]:
     """Server settings that archive every WAL segment into ``archive_dir``.
 
     The command refuses to overwrite a segment already archived (a second server pointed at
@@ -56,10 +57,14 @@ def archive_settings(archive_dir: str | Path, timeout_s: float = 1.0) -> dict[st
     so PostgreSQL keeps the segment and tries again; ``.part`` then ``mv`` makes a segment
     appear whole or not at all. ``archive_timeout`` ships a partly filled segment after that
     many seconds, so even a quiet server's last commits reach the archive (a lesson's second;
-    a production server's minute or so, each switch costs a 16 MB file)."""
+    a production server's minute or so, each switch costs a 16 MB file). ``then``: a second
+    step (``wal_s3.push_command``); the segment is archived once both succeeded."""
     d = shlex.quote(str(Path(archive_dir).resolve()))
+    command = f"test ! -f {d}/%f && cp %p {d}/%f.part && mv {d}/%f.part {d}/%f"
+    if then:  # a retry after the copy succeeded and ``then`` failed finds the same bytes
+        command = f"{{ test -f {d}/%f && cmp -s %p {d}/%f; }} || {{ {command}; }}"
     return {"wal_level": "replica", "archive_mode": "on",
-            "archive_command": f"test ! -f {d}/%f && cp %p {d}/%f.part && mv {d}/%f.part {d}/%f",
+            "archive_command": command + (f" && {then}" if then else ""),
             "archive_timeout": f"{max(1, round(timeout_s))}s"}
 
 

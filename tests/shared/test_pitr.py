@@ -247,3 +247,33 @@ def test_help_names_the_physical_options(capsys: pytest.CaptureFixture[str]) -> 
             main([command, "--help"])
         text = capsys.readouterr().out
         assert done.value.code == 0 and all(opt in text for opt in options)
+
+
+def test_s3_push_creates_once_and_never_replaces(tmp_path: Path) -> None:
+    from shared.infra.s3 import S3Settings, s3_client, s3_server
+    from shared.ops import wal_s3
+
+    with s3_server("ckpt-wal-test") as s3:
+        command = wal_s3.push_command(s3, "t/", tmp_path / "creds")
+        assert s3.secret_access_key not in command  # in curl's config file, 0600
+        assert oct((tmp_path / "creds").stat().st_mode & 0o777) == "0o600"
+        segment = tmp_path / "seg"
+
+        def push(data: bytes) -> int:  # as PostgreSQL runs it: %p and %f, through sh
+            segment.write_bytes(data)
+            run = command.replace("%p", str(segment)).replace("%f", "000000010000000000000007")
+            return subprocess.run(["sh", "-c", run], capture_output=True).returncode
+
+        assert push(b"a" * 1000) == 0
+        assert push(b"a" * 1000) == 0  # a retry after a lost reply: the same bytes are there
+        assert push(b"b" * 1000) != 0  # another segment of that name: refused, kept
+        body = s3_client(s3).get_object(Bucket=s3.bucket, Key="t/000000010000000000000007")
+        assert body["Body"].read() == b"a" * 1000
+        files, size = wal_s3.fetch_archive(s3, "t/", tmp_path / "fetched")
+        assert (files, size) == (1, 1000)
+        assert (tmp_path / "fetched" / "000000010000000000000007").read_bytes() == b"a" * 1000
+        with pytest.raises(CheckpointError, match="not empty"):
+            wal_s3.fetch_archive(s3, "t/", tmp_path / "fetched")
+        assert wal_s3.drop_archive(s3, "t/") == 1
+    with pytest.raises(CheckpointError, match="needs an endpoint and credentials"):
+        wal_s3.push_command(S3Settings(None), "t/", tmp_path / "creds2")
