@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 from shared.errors import CheckpointError
@@ -34,6 +35,9 @@ def push_command(s3: S3Settings, prefix: str, credentials_file: str | Path) -> s
     if not s3.endpoint_url or not s3.access_key_id:
         raise CheckpointError("Archiving to S3 needs an endpoint and credentials: set "
                               "S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    if shutil.which("curl") is None:
+        raise CheckpointError("Archiving to S3 runs curl (7.75 or later, for --aws-sigv4), "
+                              "which is not on PATH: install curl (apt-get install curl).")
     creds = Path(credentials_file).resolve()
     creds.write_text(f'user = "{s3.access_key_id}:{s3.secret_access_key}"\n')
     creds.chmod(0o600)
