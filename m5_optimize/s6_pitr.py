@@ -152,9 +152,10 @@ def main(workdir: Path | None = None, hour_s: float = 1.0, backup_hour: int = 2,
              and "before this base backup ended" in too_early, target="== yes")
     w.metric("refused_targets_created", sum((wd / f"never-{i}").exists() for i in (1, 2, 3)),
              "dirs", "== 0")
-    w.note(f"Scale: 1 'hour' = {hour_s:g} s of wall time. RTO here is a local copy of a "
-           f"{info.format} backup plus replay of {done.segments_restored} WAL segments; it "
-           "grows with the backup's size and the WAL written since it.")
+    w.note(f"Scale: 1 'hour' = {hour_s:g} s of wall time. RTO here is a download from S3 on "
+           f"loopback, a local copy of a {info.format} backup and replay of "
+           f"{done.segments_restored} WAL segments; it grows with the backup's size and the WAL "
+           "written since it. Its parts are timed one by one; stopping the server is not in it.")
     if traffic.errors:
         w.show("first traffic error: " + traffic.errors[0])
     return w
