@@ -324,9 +324,10 @@ def restore_to(backup: str | Path, archive_dir: str | Path | None, pgdata: str |
     log = pgdata / "server.log"
     offset = log.stat().st_size if log.exists() else 0
     clock = time.perf_counter()
-    # no archiving here: a restored server must not write into the archive it came from
     try:
-        replayed = _recover(pgdata, dict(settings or DURABLE), timeout)
+        # archive_mode off unless asked: the source's postgresql.conf may archive, and a
+        # restored server must not write into the archive it came from
+        replayed = _recover(pgdata, {"archive_mode": "off", **(settings or DURABLE)}, timeout)
     except Exception as exc:
         died = re.findall(r"FATAL: +(.*)|last completed transaction was at log time (.*)",
                           log.read_bytes()[offset:].decode(errors="replace"))
