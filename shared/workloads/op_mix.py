@@ -45,12 +45,30 @@ from shared.workloads.sqlite_writers import write_json
 
 OPS = ("get_tuple", "put", "put_writes", "list", "list_filter")
 # A page (10 checkpoints) decodes every message of every checkpoint on it, and the saver's
-# decoding costs about 15 µs of CPU per message: pages of more than PAGE_MESSAGES messages
-# are timed apart, under "<op>_long" (a 5-turn message window per checkpoint stays within).
+# decoding costs tens of µs of CPU per message (``decode_us_per_message`` measures it): pages
+# of more than PAGE_MESSAGES messages are timed apart, under "<op>_long" (a 5-turn message
+# window per checkpoint stays within).
 PAGES, PAGE_MESSAGES, LONG = ("list", "list_filter"), 100, "_long"
 ALL_OPS = OPS + tuple(op + LONG for op in PAGES)
 Mode = Literal["pool", "connect"]
 WARMUP_TURNS = 5
+
+
+def decode_us_per_message(messages: int = 100, repeats: int = 30) -> float:
+    """What this machine's CPU spends decoding one chat message as the saver does
+    (``graph_serde().loads_typed`` of a stored message list), median of ``repeats``, in µs."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    serde = graph_serde()
+    stored = serde.dumps_typed([HumanMessage(f"turn {i}: my name is Alice") if i % 2 else
+                                AIMessage(f"Nice to meet you, Alice ({i}).")
+                                for i in range(messages)])
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        serde.loads_typed(stored)
+        runs.append((time.perf_counter_ns() - t0) / 1e3 / messages)
+    return sorted(runs)[len(runs) // 2]
 
 
 def sample_targets(url: str, threads: int, seed: int = 0, max_user_checkpoints: int = 200,
