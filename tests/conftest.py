@@ -127,9 +127,9 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     # p99 of 40 calls, best of 5 rounds: a p99 of 20 calls is their maximum, one stall
     "m5_optimize.s2_indexes": {"checkpoints": 30_000, "threads": 3_000, "calls": 40,
                                "rounds": 5, "puts": 60},
-    # 20,000 checkpoints, 8 processes: the budget where the filter scan is still short
+    # 10,000 checkpoints, 8 processes: the budget where the filter scan is still short
     # (judged against the baseline at this scale: 3 rounds are plenty for a 2x+ gap)
-    "m5_optimize.s3_latency_budget": {"checkpoints": 20_000, "threads": 2_000, "seconds": 2.0,
+    "m5_optimize.s3_latency_budget": {"checkpoints": 10_000, "threads": 1_000, "seconds": 1.5,
                                       "rounds": 3, "sample": 1_000},
     # 45 days (a third past the 30-day cutoff), ~4,000 checkpoints: batches, writers, bytes
     "m5_optimize.s4_retention": {"days": 45, "conversations_per_day": 6, "batch_size": 300,

@@ -9,6 +9,7 @@
     ckpt health URL                 # PostgreSQL: latency, connections, bloat; exit 1 if unhealthy
     ckpt pg indexes URL [--apply]   # the indexes PostgresSaver's queries need (CONCURRENTLY)
     ckpt backup URL DIR [--verify]  # pg_dump of the checkpoint tables, then: ckpt restore DIR URL
+    ckpt backup URL DIR --physical  # pg_basebackup; ckpt restore DIR PGDATA --physical --to-time T
 
 ``DB`` is a SQLite checkpoint file; ``SRC``/``DST`` a file or a ``postgresql://`` URL. Bad
 input is one sentence on stderr and exit status 2; Ctrl-C is ``ckpt: interrupted``, exit 130.
