@@ -1,0 +1,154 @@
+"""shared/ops/store_migrate.py: a real SqliteStore -> PostgresStore -> SqliteStore, verified."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+from langgraph.store.postgres import PostgresStore
+from langgraph.store.sqlite import SqliteStore
+from psycopg.rows import dict_row
+
+from shared.ops.store_migrate import (
+    StoreRefused,
+    migrate_store,
+    read_items,
+    read_vectors,
+    store_info,
+    verify_store,
+)
+from shared.store.embeddings import store_index
+
+FACTS = ["Alice prefers tea to coffee.", "Bob lives in Lisbon.", "The office opens at 9.",
+         "Refunds take five working days.", "Our support line is open on weekends."]
+
+
+class NoExtensions(sqlite3.Connection):
+    """This Python's sqlite3 cannot load extensions, and SqliteStore.setup() loads sqlite-vec
+    (for searching only): puts, with their embeddings, need no extension."""
+
+    def enable_load_extension(self, enabled: bool, /) -> None:
+        pass
+
+    def load_extension(self, name: str, /, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def sqlite_conn(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                           factory=NoExtensions)
+
+
+def sqlite_index() -> dict:
+    # SqliteStore reads the embedded paths from "text_fields" (PostgresStore from "fields").
+    return {**store_index(["text"]), "text_fields": ["text"]}
+
+
+def make_sqlite_store(path: Path) -> sqlite3.Connection:
+    conn = sqlite_conn(path)
+    store = SqliteStore(conn, index=sqlite_index())
+    store.setup()
+    for i, fact in enumerate(FACTS):
+        store.put(("users", f"u{i % 2}", "preferences"), f"f{i}", {"text": fact, "n": i})
+    store.put(("company", "knowledge"), "hours", {"text": "Open 9 to 5.", "big": 2**62,
+                                                  "pi": 3.25, "tags": ["a", "b"]})
+    store.put(("company", "knowledge"), "noindex", {"text": "not embedded"}, index=False)
+    store.put(("users", "u0", "summaries"), "s1", {"text": "short chat"}, ttl=60)
+    return conn
+
+
+def pg(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def test_round_trip_sqlite_postgres_sqlite(tmp_path: Path, pg_db: str) -> None:
+    src = make_sqlite_store(tmp_path / "a.sqlite")
+    with pg(pg_db) as dst:
+        report = migrate_store(src, dst, batch=3)
+        assert (report.items, report.items_skipped, report.batches) == (8, 0, 3)
+        assert report.vectors_copied == 7 and report.embeddings == "copied"
+        assert report.dims == 256
+        check = verify_store(src, dst)
+        assert check.ok and check.items == 8 and check.vectors == 7, check.examples
+        # The copy searches by meaning on PostgreSQL (HNSW), with the same model.
+        store = PostgresStore(dst, index=store_index(["text"]))
+        hits = store.search(("users",), query="what does Alice drink?", limit=1)
+        assert hits[0].key == "f0"
+        assert store.get(("company", "knowledge"), "hours").value["big"] == 2**62
+        # Resuming: everything already there is skipped, nothing written twice.
+        again = migrate_store(src, dst)
+        assert (again.items, again.items_skipped) == (0, 8)
+
+        back = sqlite3.connect(tmp_path / "b.sqlite", isolation_level=None)
+        assert migrate_store(dst, back).items == 8
+        assert verify_store(src, back).ok
+        assert read_items(src) == read_items(back)
+        assert read_vectors(src) == read_vectors(back)
+        old, new = SqliteStore(src), SqliteStore(sqlite_conn(tmp_path / "b.sqlite"))
+        for ns in (("users",), ("company",)):
+            assert old.search(ns, limit=10) == new.search(ns, limit=10)
+
+
+def test_verify_finds_differences(tmp_path: Path, pg_db: str) -> None:
+    src = make_sqlite_store(tmp_path / "a.sqlite")
+    with pg(pg_db) as dst:
+        migrate_store(src, dst)
+        dst.execute("UPDATE store SET value = jsonb_set(value, '{n}', '99') WHERE key = 'f1'")
+        dst.execute("UPDATE store SET expires_at = expires_at + interval '1 minute' "
+                    "WHERE key = 's1'")
+        dst.execute("DELETE FROM store_vectors WHERE key = 'f2'")
+        dst.execute("INSERT INTO store (prefix, key, value) VALUES ('x', 'y', '{}')")
+        check = verify_store(src, dst)
+        assert not check.ok
+        assert (check.different, check.extra, check.vectors_missing) == (2, 1, 1)
+        with pytest.raises(StoreRefused, match="already holds item"):
+            migrate_store(src, dst)
+
+
+def test_reembedded_when_dims_differ(tmp_path: Path, pg_db: str) -> None:
+    src = sqlite_conn(tmp_path / "a.sqlite")
+    small = {"dims": 4, "embed": lambda texts: [[1.0, 0.0, 0.0, 0.0] for _ in texts],
+             "text_fields": ["text"]}
+    store = SqliteStore(src, index=small)
+    store.setup()
+    for i, fact in enumerate(FACTS):
+        store.put(("kb",), f"k{i}", {"text": fact})
+    other = sqlite_conn(tmp_path / "other.sqlite")
+    eight = SqliteStore(other, index={**small, "dims": 8,
+                                      "embed": lambda texts: [[0.5] * 8 for _ in texts]})
+    eight.setup()
+    eight.put(("x",), "y", {"text": "eight dims"})
+    with pytest.raises(StoreRefused, match="8-dimension vectors and the source's are 4"):
+        migrate_store(src, other)
+    with pg(pg_db) as dst:
+        PostgresStore(dst, index=store_index(["text"])).setup()  # a vector(256) column
+        report = migrate_store(src, dst)
+        assert report.embeddings == "re-created with WordLlama" and report.vectors_reembedded == 5
+        check = verify_store(src, dst)
+        assert check.ok and check.vectors_reembedded == 5, check.examples
+        hit = PostgresStore(dst, index=store_index(["text"])).search(("kb",), query="Lisbon",
+                                                                     limit=1)
+        assert hit[0].key == "k1"  # searchable by meaning on the new side
+    forced = migrate_store(src, sqlite_conn(tmp_path / "b.sqlite"), reembed=True)
+    assert forced.dims == 256 and forced.vectors_reembedded == 5
+
+
+def test_refusals(tmp_path: Path, pg_db: str) -> None:
+    empty = sqlite3.connect(tmp_path / "none.sqlite")
+    with pytest.raises(StoreRefused, match="holds no LangGraph store"):
+        migrate_store(empty, sqlite3.connect(tmp_path / "x.sqlite"))
+    src = make_sqlite_store(tmp_path / "a.sqlite")
+    src.execute("INSERT INTO store_migrations (v) VALUES (99)")
+    with pytest.raises(StoreRefused, match="schema version 99"):
+        store_info(src, "a.sqlite")
+    src.execute("DELETE FROM store_migrations WHERE v = 99")
+    src.execute("UPDATE store SET ttl_minutes = 0.5 WHERE key = 's1'")
+    with pg(pg_db) as dst, pytest.raises(StoreRefused, match="fraction of a minute"):
+        migrate_store(src, dst)
+    src.execute("UPDATE store SET ttl_minutes = 60, key = 'a' || char(0) WHERE key = 's1'")
+    with pg(pg_db) as dst, pytest.raises(StoreRefused, match="NUL character"):
+        migrate_store(src, dst)
+    with pg(pg_db) as dst:
+        assert store_info(dst) is None  # nothing was written
