@@ -1,6 +1,7 @@
 """The ``ckpt`` command: look into a checkpoint database without writing to it.
 
     ckpt inspect checkpoints.sqlite              # bytes by table, threads, largest rows
+                                                 # (and the Store's namespaces, if it has one)
     ckpt inspect checkpoints.sqlite --thread T   # one thread's history, newest first
     ckpt prune checkpoints.sqlite --older-than 30d --keep-last 20 [--dry-run] [--gc-s3]
     ckpt decide http://127.0.0.1:9464/metrics    # migrate or not, from live metrics
@@ -25,9 +26,11 @@ from shared.errors import (
     on_interrupt,
 )
 from shared.ops.files import open_checkpoint_db
+from shared.ops.store_migrate import inspect_store
 from shared.savers.sqlite import file_bytes, largest_checkpoints, table_bytes
 
 MAX_LARGEST = 1_000_000
+MAX_DEPTH = 100
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -81,6 +84,7 @@ def _print_table(console: Console, title: str, rows: list[dict[str, Any]]) -> No
 def cmd_inspect(args: argparse.Namespace) -> int:
     on_interrupt(NOTHING_CHANGED)
     check_range("--largest", args.largest, 0, MAX_LARGEST, 5)
+    check_range("--depth", args.depth, 1, MAX_DEPTH, 2)
     conn = open_readonly(args.db)
     try:
         if args.thread is not None:  # '' is a thread id too
@@ -89,7 +93,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         else:
             report = {"file_bytes": file_bytes(args.db), "tables": table_bytes(conn),
                       "threads": inspect_threads(conn),
-                      "largest_checkpoints": largest_checkpoints(conn, args.largest)}
+                      "largest_checkpoints": largest_checkpoints(conn, args.largest),
+                      "store": inspect_store(conn, args.depth)}
     except sqlite3.DatabaseError as exc:
         raise damaged(args.db, exc) from None
     finally:
@@ -106,6 +111,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                  "(with -wal/-shm)", tables)
     _print_table(console, "threads", report["threads"])
     _print_table(console, f"largest {args.largest} checkpoints", report["largest_checkpoints"])
+    if store := report["store"]:
+        dims = f", {store['dims']} dims" if store["dims"] else ""
+        _print_table(console, f"store: {store['items']:,} items, {store['embeddings']:,} "
+                     f"embeddings{dims}; namespaces by their first {args.depth} labels",
+                     store["by_prefix"])
     return 0
 
 
@@ -114,11 +124,16 @@ def add_inspect_command(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "inspect", help="list threads, or one thread's checkpoint history",
         description="Read-only view of a SqliteSaver database: bytes by table, the file's "
-        "size, threads, the largest checkpoints; or one thread's history.",
+        "size, threads, the largest checkpoints, and, when the file holds a LangGraph Store "
+        "(SqliteStore), its namespaces by prefix with item counts, JSON bytes and "
+        "embeddings; or one thread's history.",
         epilog="Exit status 0 when done, 2 on bad input (nothing is ever changed).")
     p.add_argument("db", metavar="DB", type=Path, help="path of the SQLite checkpoint file")
     p.add_argument("--thread", help="show this thread's checkpoints, newest first")
     p.add_argument("--largest", type=int, default=5, metavar="N",
                    help="how many of the largest checkpoints to list (default 5)")
+    p.add_argument("--depth", type=int, default=2, metavar="N",
+                   help="group the Store's namespaces by their first N labels (default 2: "
+                   "users.alice, company.knowledge)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_inspect)

@@ -43,6 +43,14 @@ from shared.infra.postgres import connect
 from shared.infra.urls import mask_url, redact
 from shared.ops.files import SQLITE_MAGIC, open_checkpoint_db
 from shared.ops.migrate import count_rows, migrate, verify
+from shared.ops.store_migrate import (
+    StoreMigrationReport,
+    StorePlan,
+    migrate_store,
+    plan_store,
+    store_info,
+    verify_store,
+)
 from shared.progress import progress_bar
 from shared.savers.inert import UnreadableValue
 from shared.savers.sqlite import check_database_location, open_sqlite_saver
@@ -53,6 +61,8 @@ Role = Literal["source", "destination", "copy to check"]
 _STRICT = JsonPlusSerializer(allowed_msgpack_modules=None)
 MAX_BATCH = 1_000_000
 RESUME = "threads committed so far are kept; run the same command again to resume"
+STORE_RESUME = ("every checkpoint was copied, and the store items committed so far are kept; "
+                "run the same command again to resume")
 
 
 @dataclass
@@ -201,6 +211,32 @@ def database_errors(what: str, *urls: str, after: str) -> Iterator[None]:
                               ) from None
 
 
+def _migrate_store(source: Endpoint, target: Endpoint, plan: StorePlan | None,
+                   args: argparse.Namespace, err: Console) -> StoreMigrationReport | None:
+    """After the checkpoints: the store's items and embeddings, ``--batch`` items a
+    transaction (each batch whole or absent; a second run skips what is there)."""
+    if plan is None:
+        return None
+    on_interrupt(STORE_RESUME)
+    with progress_bar("store items", console=err) as progress, database_errors(
+            "the store's migration", args.src, args.dst,
+            after=f"{STORE_RESUME} once the cause is fixed"):
+        task = progress.add_task("migrating the store", total=len(plan.items))
+        return migrate_store(source.saver.conn, target.saver.conn, batch=args.batch,
+                             plan=plan, on_items=lambda n: progress.advance(task, n))
+
+
+def _store_rows(store: StoreMigrationReport) -> list[tuple[str, object]]:
+    return [("store items copied", store.items),
+            ("store items already there (skipped)", store.items_skipped),
+            ("store namespaces", store.namespaces),
+            ("store embeddings", store.embeddings
+             + (f" ({store.dims} dims)" if store.dims else "")),
+            ("embeddings copied", store.vectors_copied),
+            ("embeddings re-created", store.vectors_reembedded),
+            ("store seconds", f"{store.seconds:.2f}")]
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     on_interrupt(NOTHING_CHANGED)
     if not 1 <= args.batch <= MAX_BATCH:
@@ -210,6 +246,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         with database_errors("the checks", args.src, args.dst, after=NOTHING_CHANGED):
             source, target, rows = _open_pair(stack, args.src, args.dst, "destination")
+            # The store is checked before a checkpoint is copied: a refusal writes nothing.
+            plan = None if args.no_store else plan_store(
+                source.saver.conn, target.saver.conn, reembed=args.reembed,
+                src_name=source.name, dst_name=target.name)
         total = (rows or {}).get("checkpoints")
         on_interrupt(RESUME)
         with _progress(err) as progress, database_errors(
@@ -225,8 +265,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                                       "kept; delete or repair that thread in the source, then "
                                       "run the same command again to resume.") from None
             counts = count_rows(target.saver)
+        store = _migrate_store(source, target, plan, args, err)
     if args.json:
-        print(json.dumps({**report.to_dict(), "destination_rows": counts}))
+        print(json.dumps({**report.to_dict(), "destination_rows": counts,
+                          "store": store.to_dict() if store else None}))
         return 0
     table = Table(title="ckpt migrate", title_justify="left", show_header=False)
     table.add_column("")
@@ -240,7 +282,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                         ("seconds", f"{report.seconds:.2f}"),
                         ("checkpoints/s", f"{report.checkpoints_per_s:,.0f}"),
                         *(((f"destination {k} rows", v) for k, v in counts.items())
-                          if counts else ())):
+                          if counts else ()),
+                        *(_store_rows(store) if store else ())):
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     out.print(table)
     out.print("Next: ckpt verify SRC DST compares every checkpoint of the two.")
@@ -264,9 +307,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
             report = verify(source.saver, target.saver, sample=args.sample, seed=args.seed,
                             examples=args.examples,
                             on_checkpoints=lambda n: progress.advance(task, n))
+        store = None
+        if not args.no_store and store_info(source.saver.conn, source.name) is not None:
+            store = verify_store(source.saver.conn, target.saver.conn, examples=args.examples,
+                                 reembedded=args.reembed, src_name=source.name,
+                                 dst_name=target.name)
+    ok = report.ok and (store is None or store.ok)
     if args.json:
-        print(json.dumps(report.to_dict()))
-        return 0 if report.ok else 1
+        print(json.dumps({**report.to_dict(), "ok": ok,
+                          "store": store.to_dict() if store else None}))
+        return 0 if ok else 1
     scope = (f"{report.threads:,} sampled (seed {args.seed})" if report.sampled
              else f"all {report.threads:,}")
     table = Table(title="ckpt verify", title_justify="left", show_header=False)
@@ -280,13 +330,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         ("different", report.mismatches),
                         ("threads only in the copy", report.extra_threads),
                         ("unreadable, compared as stored bytes", report.unreadable),
-                        ("seconds", f"{report.seconds:.2f}")):
+                        ("seconds", f"{report.seconds:.2f}"),
+                        *((("store items compared", store.items),
+                           ("store items missing", store.missing),
+                           ("store items only in the copy", store.extra),
+                           ("store items different", store.different),
+                           ("embeddings compared", store.vectors),
+                           ("embeddings checked against WordLlama", store.vectors_reembedded),
+                           ("embeddings missing", store.vectors_missing),
+                           ("embeddings different", store.vectors_different),
+                           ("store seconds", f"{store.seconds:.2f}")) if store else ())):
         table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
     out.print(table)
-    for line in report.examples:
+    for line in report.examples + (store.examples if store else []):
         out.print(f"  {line}")
-    out.print("[green]IDENTICAL[/]" if report.ok else "[red]DIFFERENT[/]")
-    return 0 if report.ok else 1
+    out.print("[green]IDENTICAL[/]" if ok else "[red]DIFFERENT[/]")
+    return 0 if ok else 1
 
 
 def add_migrate_commands(subparsers: Any) -> None:
@@ -296,13 +355,23 @@ def add_migrate_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "migrate", help="copy every checkpoint from SRC to DST (resumable, verified by verify)",
         description="Copy every thread, namespace, checkpoint and pending write from SRC to "
-        "DST, parents first, in batches (one transaction each on SQLite and PostgreSQL). Run "
-        "it again after an interruption: it resumes, and writes nothing twice. " + where,
+        "DST, parents first, in batches (one transaction each on SQLite and PostgreSQL), then "
+        "the LangGraph Store if SRC holds one (items and embeddings, --batch items a "
+        "transaction). Run it again after an interruption: it resumes, and writes nothing "
+        "twice. " + where,
         epilog="Exit status 0 when done, 2 on bad input (nothing written).")
     p.add_argument("src", metavar="SRC", help="the checkpoint database to copy (read-only)")
     p.add_argument("dst", metavar="DST", help="where to copy it (tables created if missing)")
     p.add_argument("--batch", type=int, default=1000, metavar="N",
                    help="checkpoints per transaction (default 1000)")
+    p.add_argument("--no-store", action="store_true",
+                   help="leave the LangGraph Store behind (by default, a source holding a "
+                   "store table moves it too: memories are part of the application's state, "
+                   "and copying checkpoints without them would lose them unnoticed)")
+    p.add_argument("--reembed", action="store_true",
+                   help="re-create the store's embeddings with WordLlama (256 dims) instead of "
+                   "copying them; done anyway when the destination's vectors are 256-dimension "
+                   "and the source's are not; other dims mismatches are refused")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_migrate)
 
@@ -310,7 +379,8 @@ def add_migrate_commands(subparsers: Any) -> None:
         "verify", help="compare every checkpoint of SRC with DST by its stored bytes",
         description="Read every checkpoint of SRC and the same one from DST, without decoding "
         "any value, and compare them "
-        "(checkpoint, metadata, parent, pending writes). " + where,
+        "(checkpoint, metadata, parent, pending writes); then the Store's items and "
+        "embeddings, if SRC holds a store. " + where,
         epilog="Exit status 0 when identical, 1 when a difference was found, 2 on bad input.")
     v.add_argument("src", metavar="SRC", help="the original database")
     v.add_argument("dst", metavar="DST", help="the copy to check")
@@ -319,5 +389,12 @@ def add_migrate_commands(subparsers: Any) -> None:
     v.add_argument("--seed", type=int, default=0, help="seed of the --sample draw (default 0)")
     v.add_argument("--examples", type=int, default=5, metavar="N",
                    help="how many differences to list (default 5)")
+    v.add_argument("--no-store", action="store_true",
+                   help="compare checkpoints only (by default a source's store is compared "
+                   "too: every item by namespace and key, its value, timestamps, expiry and "
+                   "TTL, and an embedding for every indexed field)")
+    v.add_argument("--reembed", action="store_true",
+                   help="the copy's embeddings were re-created (migrate --reembed): check each "
+                   "against WordLlama's embedding of its text instead of bit for bit")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=cmd_verify)

@@ -309,19 +309,25 @@ def _plan_dims(src: StoreInfo, dst: StoreInfo | None, reembed: bool, dst_name: s
     return want, reembed or want != src.dims
 
 
-def migrate_store(src: Conn, dst: Conn, *, batch: int = 1000, reembed: bool = False,
-                  src_name: str = "the source", dst_name: str = "the destination",
-                  on_items: Callable[[int], None] | None = None) -> StoreMigrationReport:
-    """Copy every item of ``src``'s store, with its embeddings, into ``dst``'s.
+@dataclass
+class StorePlan:
+    """What ``plan_store`` checked: enough to copy without reading the destination again."""
 
-    Everything is checked before the first write (the schema versions, the dims, values
-    PostgreSQL cannot hold, a destination holding other items). Raises ``StoreRefused``.
-    """
-    started = time.perf_counter()
+    info: StoreInfo
+    items: dict[ItemKey, Item]
+    present: set[ItemKey]  # already in the destination, equal: skipped
+    dims: int | None
+    recreate: bool
+
+
+def plan_store(src: Conn, dst: Conn, *, reembed: bool = False, src_name: str = "the source",
+               dst_name: str = "the destination") -> StorePlan | None:
+    """Every check, before anything is written (the schema versions, the dims, values
+    PostgreSQL cannot hold, a destination holding other items); None: no store to move.
+    Reads only. Raises ``StoreRefused``."""
     info = store_info(src, src_name)
     if info is None:
-        raise StoreRefused(f"{src_name} holds no LangGraph store (no store table): nothing "
-                           "to move.")
+        return None
     before = store_info(dst, dst_name)
     dims, recreate = _plan_dims(info, before, reembed, dst_name)
     items = read_items(src)
@@ -329,21 +335,38 @@ def migrate_store(src: Conn, dst: Conn, *, batch: int = 1000, reembed: bool = Fa
     theirs = read_items(dst) if before and before.items else {}
     for key, item in theirs.items():
         if items.get(key) != item:
+            how = "different from the source's" if key in items else "which the source lacks"
             raise StoreRefused(
                 f"The store in {dst_name} already holds item {key[1]!r} in namespace "
-                f"{key[0]!r}, {'different from the source' if key in items else 'which the source does not have'}"  # noqa: E501
-                ": nothing was written; migrate into an empty store, or delete its items.")
-    report = StoreMigrationReport(dims=dims, items_skipped=len(theirs),
+                f"{key[0]!r}, {how}: nothing was written; migrate into an empty store, or "
+                "delete its items.")
+    return StorePlan(info, items, set(theirs), dims, recreate)
+
+
+def migrate_store(src: Conn, dst: Conn, *, batch: int = 1000, reembed: bool = False,
+                  plan: StorePlan | None = None, src_name: str = "the source",
+                  dst_name: str = "the destination",
+                  on_items: Callable[[int], None] | None = None) -> StoreMigrationReport:
+    """Copy every item of ``src``'s store, with its embeddings, into ``dst``'s, ``batch``
+    items (and their vectors) per transaction. ``plan`` is ``plan_store``'s, made earlier
+    (the CLI checks the store before it copies checkpoints). Raises ``StoreRefused``."""
+    started = time.perf_counter()
+    plan = plan or plan_store(src, dst, reembed=reembed, src_name=src_name, dst_name=dst_name)
+    if plan is None:
+        raise StoreRefused(f"{src_name} holds no LangGraph store (no store table): nothing "
+                           "to move.")
+    items = plan.items
+    report = StoreMigrationReport(dims=plan.dims, items_skipped=len(plan.present),
                                   namespaces=len({k[0] for k in items}),
-                                  embeddings="none" if not info.vectors else
-                                  "re-created with WordLlama" if recreate else "copied")
-    setup_destination(dst, dims)
+                                  embeddings="none" if not plan.info.vectors else
+                                  "re-created with WordLlama" if plan.recreate else "copied")
+    setup_destination(dst, plan.dims)
     vectors = read_vectors(src)
     by_item: dict[ItemKey, list[str]] = {}
     for p, k, f in vectors:
         by_item.setdefault((p, k), []).append(f)
-    todo = [k for k in sorted(items) if k not in theirs]
-    embed = wordllama_embeddings() if recreate and vectors else None
+    todo = [k for k in sorted(items) if k not in plan.present]
+    embed = wordllama_embeddings() if plan.recreate and vectors else None
     for start in range(0, len(todo), batch):
         chunk = {k: items[k] for k in todo[start:start + batch]}
         rows = [(p, k, f, vectors[(p, k, f)]) for p, k in chunk for f in by_item.get((p, k), [])]
@@ -393,12 +416,13 @@ def _item_diff(a: Item, b: Item) -> list[str]:
             if getattr(a, f) != getattr(b, f)]
 
 
-def verify_store(src: Conn, dst: Conn, *, examples: int = 5, src_name: str = "the source",
-                 dst_name: str = "the copy") -> StoreVerifyReport:
+def verify_store(src: Conn, dst: Conn, *, examples: int = 5, reembedded: bool = False,
+                 src_name: str = "the source", dst_name: str = "the copy") -> StoreVerifyReport:
     """Compare every item (namespace + key, value, timestamps, expiry, TTL) and embedding.
 
-    Same dims: each embedding must be bit-equal to the source's. Other dims (re-created):
-    each must be present and match WordLlama's embedding of the field's text (cosine > 0.999).
+    Same dims: each embedding must be bit-equal to the source's. Other dims, or
+    ``reembedded`` (migrated with ``reembed=True``): each must be present and match
+    WordLlama's embedding of the field's text (cosine > 0.999).
     """
     started = time.perf_counter()
     report = StoreVerifyReport()
@@ -425,7 +449,7 @@ def verify_store(src: Conn, dst: Conn, *, examples: int = 5, src_name: str = "th
     for key in sorted(theirs)[:examples]:
         example(f"store item {key[0]}/{key[1]}: only in the copy")
     src_vec, dst_vec = read_vectors(src), read_vectors(dst) if copy else {}
-    recreated = bool(copy and info.dims and copy.dims and copy.dims != info.dims)
+    recreated = reembedded or bool(copy and info.dims and copy.dims and copy.dims != info.dims)
     embed = wordllama_embeddings() if recreated else None
     for vkey, vec in sorted(src_vec.items()):
         if vec is None:
@@ -476,6 +500,19 @@ def inspect_store(conn: sqlite3.Connection, depth: int = 2) -> dict[str, Any] | 
             "by_prefix": [{"prefix": k, **v} for k, v in groups.items()]}
 
 
-__all__ = ["StoreInfo", "StoreMigrationReport", "StoreRefused", "StoreVerifyReport",
-           "field_text", "inspect_store", "migrate_store", "read_items",
-           "read_vectors", "setup_destination", "store_info", "verify_store"]
+__all__ = [
+    "StoreInfo",
+    "StoreMigrationReport",
+    "StorePlan",
+    "StoreRefused",
+    "StoreVerifyReport",
+    "field_text",
+    "inspect_store",
+    "migrate_store",
+    "plan_store",
+    "read_items",
+    "read_vectors",
+    "setup_destination",
+    "store_info",
+    "verify_store",
+]

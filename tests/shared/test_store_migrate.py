@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -152,3 +153,51 @@ def test_refusals(tmp_path: Path, pg_db: str) -> None:
         migrate_store(src, dst)
     with pg(pg_db) as dst:
         assert store_info(dst) is None  # nothing was written
+
+
+def test_ckpt_migrate_and_verify_move_the_store(tmp_path: Path, pg_db: str) -> None:
+    from tests.shared.test_cli import run_here
+    from tests.shared.test_store_inspect import make_file
+
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    make_file(a)
+    code, out, err = run_here(["migrate", str(a), pg_db, "--json"])
+    assert code == 0, err
+    store = json.loads(out)["store"]
+    assert (store["items"], store["vectors_copied"], store["embeddings"]) == (7, 7, "copied")
+    code, out, err = run_here(["verify", str(a), pg_db, "--json"])
+    assert code == 0, err
+    check = json.loads(out)
+    assert check["ok"] and check["store"]["items"] == 7 and check["store"]["vectors"] == 7
+    code, out, _ = run_here(["migrate", str(a), pg_db, "--json"])  # again: resumes, skips all
+    assert (json.loads(out)["store"]["items"], json.loads(out)["store"]["items_skipped"]) == (0, 7)
+    code, out, err = run_here(["migrate", pg_db, str(b)])  # and back
+    assert code == 0 and "store items copied" in out, err
+    code, out, _ = run_here(["verify", str(a), str(b)])
+    assert code == 0 and "IDENTICAL" in out and "store items compared" in out
+    code, out, _ = run_here(["migrate", str(a), str(tmp_path / "c.sqlite"), "--no-store",
+                             "--json"])
+    assert json.loads(out)["store"] is None
+
+    with pg(pg_db) as conn:  # the copy changes: verify says so, migrate refuses
+        conn.execute("UPDATE store SET value = '{\"text\": \"milk\"}' WHERE key = 'k0' "
+                     "AND prefix = 'users.alice.preferences'")
+    code, out, _ = run_here(["verify", str(a), pg_db])
+    assert code == 1 and "DIFFERENT" in out and "users.alice.preferences/k0: value" in out
+    code, out, err = run_here(["migrate", str(a), pg_db])
+    assert code == 2 and "already holds item 'k0'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ckpt_migrate_refuses_before_writing_a_checkpoint(tmp_path: Path) -> None:
+    from tests.shared.test_cli import run_here
+    from tests.shared.test_store_inspect import make_file
+
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    make_file(a)
+    conn = sqlite3.connect(a)
+    conn.execute("INSERT INTO store_migrations (v) VALUES (7)")
+    conn.commit()
+    conn.close()
+    code, _, err = run_here(["migrate", str(a), str(b)])
+    assert code == 2 and "store schema version 7" in err
+    assert not sqlite3.connect(b).execute("SELECT count(*) FROM checkpoints").fetchone()[0]
