@@ -201,3 +201,61 @@ def test_ckpt_migrate_refuses_before_writing_a_checkpoint(tmp_path: Path) -> Non
     code, _, err = run_here(["migrate", str(a), str(b)])
     assert code == 2 and "store schema version 7" in err
     assert not sqlite3.connect(b).execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+
+
+def test_an_interrupted_migration_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    import shared.ops.store_migrate as sm
+
+    src = make_sqlite_store(tmp_path / "a.sqlite")
+    dst = sqlite_conn(tmp_path / "b.sqlite")
+    real, calls = sm._write, []
+
+    def ctrl_c_on_the_third(*args: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(sm, "_write", ctrl_c_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        migrate_store(src, dst, batch=3)
+    monkeypatch.setattr(sm, "_write", real)
+    assert len(read_items(dst)) == 6  # two whole batches, the third rolled back
+    again = migrate_store(src, dst, batch=3)
+    assert (again.items, again.items_skipped) == (2, 6)
+    assert verify_store(src, dst).ok
+
+
+def test_several_texts_per_field_and_a_store_without_an_index(tmp_path: Path) -> None:
+    src = sqlite_conn(tmp_path / "a.sqlite")
+    store = SqliteStore(src, index={**sqlite_index(), "text_fields": ["tags[*]"]})
+    store.setup()
+    store.put(("kb",), "k", {"tags": ["tea", "trains"]})
+    dst = sqlite_conn(tmp_path / "b.sqlite")
+    report = migrate_store(src, dst, reembed=True)
+    assert report.vectors_reembedded == 2  # fields tags[*].0 and tags[*].1
+    check = verify_store(src, dst, reembedded=True)
+    assert check.ok and check.vectors_reembedded == 2
+    dst.execute("UPDATE store_vectors SET embedding = (SELECT embedding FROM store_vectors "
+                "WHERE field_name = 'tags[*].0') WHERE field_name = 'tags[*].1'")
+    assert verify_store(src, dst, reembedded=True).vectors_different == 1
+    # compared bit for bit: the source's were WordLlama's too, so only the changed one differs
+    assert verify_store(src, dst).vectors_different == 1
+
+    plain = sqlite_conn(tmp_path / "plain.sqlite")
+    SqliteStore(plain).setup()
+    SqliteStore(plain).put(("a",), "b", {"c": 1})
+    out = sqlite_conn(tmp_path / "out.sqlite")
+    report = migrate_store(plain, out)
+    assert (report.items, report.embeddings, report.dims) == (1, "none", None)
+    assert "store_vectors" not in {r[0] for r in out.execute(
+        "SELECT name FROM sqlite_master")}
+    out.execute("DELETE FROM store")
+    check = verify_store(plain, out)
+    assert check.missing == 1 and not check.ok
+    with pytest.raises(StoreRefused, match="holds no LangGraph store"):
+        verify_store(sqlite_conn(tmp_path / "none.sqlite"), out)
+    out.execute("DELETE FROM store_migrations")
+    with pytest.raises(StoreRefused, match="no store_migrations record"):
+        store_info(out, "out.sqlite")
