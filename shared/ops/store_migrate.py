@@ -236,11 +236,12 @@ def _write(dst: Conn, items: dict[ItemKey, Item],
                 [(p, k, _json_bytes(i.value), _sqlite_time(i.created_at, False),
                   _sqlite_time(i.updated_at, False), _sqlite_time(i.expires_at, True),
                   i.ttl_minutes) for (p, k), i in items.items()])
-            dst.executemany(
-                "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
-                "VALUES (?, ?, ?, ?)",
-                [(p, k, f, None if v is None else struct.pack(f"<{len(v)}f", *v))
-                 for p, k, f, v in vectors])
+            if vectors:  # a store without an index has no store_vectors table
+                dst.executemany(
+                    "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(p, k, f, None if v is None else struct.pack(f"<{len(v)}f", *v))
+                     for p, k, f, v in vectors])
         return
     from psycopg.types.json import Jsonb
 
@@ -251,10 +252,11 @@ def _write(dst: Conn, items: dict[ItemKey, Item],
             [(p, k, Jsonb(i.value), i.created_at, i.updated_at, i.expires_at,
               None if i.ttl_minutes is None else int(i.ttl_minutes))
              for (p, k), i in items.items()])
-        cur.executemany(
-            "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
-            "VALUES (%s, %s, %s, %s::real[]::vector)",
-            [(p, k, f, None if v is None else list(v)) for p, k, f, v in vectors])
+        if vectors:  # a store without an index has no store_vectors table
+            cur.executemany(
+                "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
+                "VALUES (%s, %s, %s, %s::real[]::vector)",
+                [(p, k, f, None if v is None else list(v)) for p, k, f, v in vectors])
 
 
 # --- migrate ---------------------------------------------------------------------------------
