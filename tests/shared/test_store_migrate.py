@@ -259,3 +259,18 @@ def test_several_texts_per_field_and_a_store_without_an_index(tmp_path: Path) ->
     out.execute("DELETE FROM store_migrations")
     with pytest.raises(StoreRefused, match="no store_migrations record"):
         store_info(out, "out.sqlite")
+
+
+def test_ckpt_reembed_and_no_store(tmp_path: Path) -> None:
+    from tests.shared.test_cli import run_here
+    from tests.shared.test_store_inspect import make_file
+
+    a, c = tmp_path / "a.sqlite", tmp_path / "c.sqlite"
+    make_file(a)
+    code, out, err = run_here(["migrate", str(a), str(c), "--reembed", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["store"]["vectors_reembedded"] == 7
+    code, out, _ = run_here(["verify", str(a), str(c), "--reembed", "--json"])
+    assert code == 0 and json.loads(out)["store"]["vectors_reembedded"] == 7
+    code, out, _ = run_here(["verify", str(a), str(c), "--no-store", "--json"])
+    assert code == 0 and json.loads(out)["store"] is None
