@@ -286,7 +286,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                         *(_store_rows(store) if store else ())):
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     out.print(table)
-    out.print("Next: ckpt verify SRC DST compares every checkpoint of the two.")
+    out.print("Next: ckpt verify SRC DST compares every checkpoint of the two"
+              + (" and every store item." if store else "."))
     return 0
 
 

@@ -149,21 +149,25 @@ def read_items(conn: Conn) -> dict[ItemKey, Item]:
                                None if r[6] is None else float(r[6])) for r in rows}
 
 
-def read_vectors(conn: Conn) -> dict[tuple[str, str, str], tuple[float, ...] | None]:
-    """(prefix, key, field_name) -> the float32 vector, exactly as stored."""
+def read_vectors(conn: Conn) -> dict[tuple[str, str, str], bytes | None]:
+    """(prefix, key, field_name) -> the vector as little-endian float32 bytes, exactly as
+    stored (bytes, not floats: 1 KB a vector, where a tuple of 256 floats takes 8)."""
     if "store_vectors" not in _tables(conn):
         return {}
     if is_sqlite(conn):
         rows = _rows(conn, "SELECT prefix, key, field_name, embedding FROM store_vectors")
-        return {(r[0], r[1], r[2]): None if r[3] is None else
-                struct.unpack(f"<{len(r[3]) // 4}f", r[3]) for r in rows}
+        return {(r[0], r[1], r[2]): None if r[3] is None else bytes(r[3]) for r in rows}
     rows = _rows(conn, "SELECT prefix, key, field_name, embedding::real[] FROM store_vectors")
     # real[] arrives as shortest decimal text parsed into doubles: back to the float32 values
     return {(r[0], r[1], r[2]): None if r[3] is None else _f32(r[3]) for r in rows}
 
 
-def _f32(v: list[float]) -> tuple[float, ...]:
-    return struct.unpack(f"<{len(v)}f", struct.pack(f"<{len(v)}f", *v))
+def _f32(v: list[float]) -> bytes:
+    return struct.pack(f"<{len(v)}f", *v)
+
+
+def _floats(v: bytes) -> list[float]:
+    return list(struct.unpack(f"<{len(v) // 4}f", v))
 
 
 def field_text(value: Any, field_name: str) -> str | None:
@@ -226,7 +230,7 @@ def setup_destination(dst: Conn, dims: int | None) -> None:
 
 
 def _write(dst: Conn, items: dict[ItemKey, Item],
-           vectors: list[tuple[str, str, str, tuple[float, ...] | None]]) -> None:
+           vectors: list[tuple[str, str, str, bytes | None]]) -> None:
     """One transaction: these items and their vectors, or nothing."""
     if is_sqlite(dst):
         with dst:  # commits, or rolls back on an exception
@@ -240,8 +244,7 @@ def _write(dst: Conn, items: dict[ItemKey, Item],
                 dst.executemany(
                     "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
                     "VALUES (?, ?, ?, ?)",
-                    [(p, k, f, None if v is None else struct.pack(f"<{len(v)}f", *v))
-                     for p, k, f, v in vectors])
+                    vectors)
         return
     from psycopg.types.json import Jsonb
 
@@ -256,7 +259,7 @@ def _write(dst: Conn, items: dict[ItemKey, Item],
             cur.executemany(
                 "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
                 "VALUES (%s, %s, %s, %s::real[]::vector)",
-                [(p, k, f, None if v is None else list(v)) for p, k, f, v in vectors])
+                [(p, k, f, None if v is None else _floats(v)) for p, k, f, v in vectors])
 
 
 # --- migrate ---------------------------------------------------------------------------------
@@ -375,7 +378,7 @@ def migrate_store(src: Conn, dst: Conn, *, batch: int = 1000, reembed: bool = Fa
         if embed is not None:
             texts = [field_text(chunk[(p, k)].value, f) for p, k, f, _ in rows]
             made = iter(embed.embed_documents([t for t in texts if t is not None]))
-            rows = [(p, k, f, tuple(next(made)) if t is not None else None)
+            rows = [(p, k, f, _f32(next(made)) if t is not None else None)
                     for (p, k, f, _), t in zip(rows, texts, strict=True)]
             report.vectors_reembedded += sum(t is not None for t in texts)
         else:
@@ -466,7 +469,8 @@ def verify_store(src: Conn, dst: Conn, *, examples: int = 5, reembedded: bool = 
             report.vectors_reembedded += 1
             text = field_text(mine[vkey[:2]].value, vkey[2]) if vkey[:2] in mine else None
             fresh = embed.embed_query(text) if text is not None else None
-            if fresh is None or sum(a * b for a, b in zip(fresh, got, strict=True)) < 0.999:
+            if fresh is None or sum(a * b for a, b in zip(fresh, _floats(got), strict=True)
+                                    ) < 0.999:
                 report.vectors_different += 1
                 example(f"{where}: not WordLlama's embedding of the field's text")
         elif got != vec:
