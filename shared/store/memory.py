@@ -24,6 +24,7 @@ from shared.errors import CheckpointError
 from shared.llm import STATEMENTS, _text, company_notes, learned_facts
 from shared.store.namespaces import COMPANY_KNOWLEDGE, user_namespace
 
+
 @contextmanager
 def open_memory_store(url: str) -> Iterator[BaseStore]:
     """LangGraph's ``PostgresStore`` on ``url``, set up, searching ``text`` by meaning.
@@ -104,4 +105,5 @@ def store_summary(store: BaseStore, user_id: str, key: str, messages: list[AnyMe
     store.put(user_namespace(user_id, "summaries"), key, {"text": summarise(messages)})
 
 
-__all__ = ["memory_message", "open_memory_store", "recall", "remember", "store_summary", "summarise"]
+__all__ = ["memory_message", "open_memory_store", "recall", "remember", "store_summary",
+           "summarise"]

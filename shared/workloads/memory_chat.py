@@ -26,3 +26,25 @@ def chat_turns(url: str, user_id: str, thread_id: str, texts: list[str]) -> dict
             turns.append({"said": text, "reply": str(out["messages"][-1].content),
                           "recalled": [m["namespace"] for m in out["memories"]]})
         return {"thread_existed": existed, "turns": turns}
+
+
+# The ids an attacker tries: each one aims at Alice's memories or at the list of users.
+ATTACK_IDS = ["", "/", "alice/", "alice/facts", "*", "ali", "alice.admin", "../alice", "%",
+              "bob/../alice"]
+
+
+def unguarded_leak(store: Any, user_id: str, owner: str, query: str) -> int | str:
+    """Items of ``owner`` an app without the guard hands to ``user_id`` (search by its path
+    scope, plus ``list_namespaces`` under it); LangGraph's own refusal is returned as text."""
+    from langgraph.store.base import InvalidNamespaceError
+
+    from shared.store.namespaces import unguarded_scope
+
+    scope = unguarded_scope(user_id)
+    try:
+        items = store.search(scope, query=query, limit=50)
+        listed = store.list_namespaces(prefix=scope, limit=100)
+    except InvalidNamespaceError:
+        return "refused by LangGraph"
+    return (sum(item.namespace[:2] == ("users", owner) for item in items)
+            + sum(ns[:2] == ("users", owner) for ns in listed))
