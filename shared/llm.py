@@ -61,7 +61,8 @@ _ACK = {
 }
 
 
-def _text(message: BaseMessage) -> str:
+def message_text(message: BaseMessage) -> str:
+    """A message's text, whether its content is a string or a list of parts."""
     content = message.content
     if isinstance(content, str):
         return content
@@ -79,7 +80,7 @@ def learned_facts(messages: list[BaseMessage]) -> dict[str, str]:
         if not isinstance(message, HumanMessage | SystemMessage):
             continue
         for fact, pattern in _FACTS:
-            for match in pattern.finditer(_text(message)):
+            for match in pattern.finditer(message_text(message)):
                 facts[fact] = match.group(1)
     return facts
 
@@ -89,7 +90,7 @@ def company_notes(messages: list[BaseMessage]) -> dict[str, str]:
     notes: dict[str, str] = {}
     for message in messages:
         if isinstance(message, HumanMessage | SystemMessage):
-            for match in _NOTE.finditer(_text(message)):
+            for match in _NOTE.finditer(message_text(message)):
                 notes[match.group(1).lower()] = match.group(2)
     return notes
 
@@ -103,7 +104,7 @@ def offline_reply(messages: list[BaseMessage]) -> str:
     if last is None:
         return "Hello! Tell me something about yourself."
     facts = learned_facts(messages)
-    text = _text(last)
+    text = message_text(last)
     answers = [template.format(facts[fact]) if fact in facts else _UNKNOWN[fact]
                for fact, pattern, template in _QUESTIONS if pattern.search(text)]
     if answers:

@@ -21,7 +21,7 @@ from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langgraph.store.base import BaseStore
 
 from shared.errors import CheckpointError
-from shared.llm import STATEMENTS, _text, company_notes, learned_facts
+from shared.llm import STATEMENTS, company_notes, learned_facts, message_text
 from shared.store.namespaces import COMPANY_KNOWLEDGE, user_namespace
 
 
@@ -95,7 +95,7 @@ def memory_message(memories: list[dict[str, Any]]) -> SystemMessage:
 
 def summarise(messages: list[AnyMessage]) -> str:
     """A short, deterministic summary of what the user said in ``messages``."""
-    said = "; ".join(_text(m).strip() for m in messages if isinstance(m, HumanMessage))
+    said = "; ".join(message_text(m).strip() for m in messages if isinstance(m, HumanMessage))
     summary = f"Earlier the user said: {said}"
     return summary if len(summary) <= SUMMARY_CHARS else summary[:SUMMARY_CHARS - 3] + "..."
 
