@@ -3,6 +3,8 @@
 - ``build_chat_graph``: a chat assistant; ``messages`` uses the ``add_messages`` reducer.
 - ``build_pipeline_graph``: five steps in a row; every execution is recorded in a ``Ledger``
   outside the checkpoint, so a re-executed step can be counted after a crash.
+- ``build_memory_chat_graph``: the chat assistant with a Store: it remembers what users state
+  across threads and, with a message window, keeps its checkpoints small.
 - ``build_approval_graph``: ``plan`` then ``execute_action``, paused for a human either by
   ``interrupt_before`` or by ``interrupt()`` inside the node.
 """
@@ -17,16 +19,19 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 from langgraph.types import interrupt
 
 from shared.llm import get_chat_model
@@ -89,6 +94,81 @@ def build_chat_graph(checkpointer: BaseCheckpointSaver | None,
     builder.add_edge(START, "chatbot")
     builder.add_edge("chatbot", END)
     return builder.compile(checkpointer=checkpointer)
+
+
+# --- chat assistant with memory (Milestone 6) -----------------------------------------------
+
+@dataclass(frozen=True)
+class MemoryContext:
+    """Who is talking: passed per run, ``graph.invoke(..., context=MemoryContext("alice"))``."""
+
+    user_id: str
+
+
+class MemoryChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    memories: list[dict[str, Any]]  # what recall found for this turn (replaced every turn)
+    summarised: Annotated[int, operator.add]  # messages moved out of the checkpoint so far
+
+
+def build_memory_chat_graph(checkpointer: BaseCheckpointSaver | None, store: BaseStore,
+                            model: BaseChatModel | None = None,
+                            window: int | None = None) -> CompiledStateGraph:
+    """START -> remember -> recall -> chatbot [-> compact] -> END, with ``store`` as memory.
+
+    The Store reaches the nodes through LangGraph's runtime (``runtime.store``), the user id
+    through the run's context. ``remember`` writes the facts the user states; ``recall``
+    searches the Store by meaning and hands the model what it found, ahead of the thread's
+    own messages. With ``window`` (messages), ``compact`` moves the oldest messages out of the
+    checkpoint whenever there are twice as many, summarised into the user's Store namespace.
+    """
+    from shared.store.memory import memory_message, recall, remember, store_summary
+
+    llm = model or get_chat_model()
+
+    def last_text(state: MemoryChatState) -> str:
+        last = next(m for m in reversed(state["messages"]) if isinstance(m, HumanMessage))
+        return str(last.content)
+
+    def remember_node(state: MemoryChatState, runtime: Runtime[MemoryContext]) -> dict[str, Any]:
+        assert runtime.store is not None
+        remember(runtime.store, runtime.context.user_id, last_text(state))
+        return {}
+
+    def recall_node(state: MemoryChatState, runtime: Runtime[MemoryContext]) -> dict[str, Any]:
+        assert runtime.store is not None
+        return {"memories": recall(runtime.store, runtime.context.user_id, last_text(state))}
+
+    def chatbot(state: MemoryChatState) -> dict[str, Any]:
+        prompt = [memory_message(state.get("memories", [])), *state["messages"]]
+        return {"messages": [llm.invoke(prompt)]}
+
+    def compact(state: MemoryChatState, runtime: Runtime[MemoryContext]) -> dict[str, Any]:
+        assert runtime.store is not None and window is not None
+        messages = state["messages"]
+        if len(messages) < 2 * window:
+            return {}
+        old = messages[:-window]
+        done = state.get("summarised", 0)
+        store_summary(runtime.store, runtime.context.user_id,
+                      f"messages-{done + 1:05d}-{done + len(old):05d}", old)
+        return {"messages": [RemoveMessage(id=str(m.id)) for m in old],
+                "summarised": len(old)}
+
+    builder = StateGraph(MemoryChatState, context_schema=MemoryContext)
+    builder.add_node("remember", remember_node)
+    builder.add_node("recall", recall_node)
+    builder.add_node("chatbot", chatbot)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", "recall")
+    builder.add_edge("recall", "chatbot")
+    if window:
+        builder.add_node("compact", compact)
+        builder.add_edge("chatbot", "compact")
+        builder.add_edge("compact", END)
+    else:
+        builder.add_edge("chatbot", END)
+    return builder.compile(checkpointer=checkpointer, store=store)
 
 
 # --- five-step pipeline --------------------------------------------------------------------

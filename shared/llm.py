@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from shared.errors import CheckpointError
@@ -43,6 +43,16 @@ _UNKNOWN = {
     "colour": "I don't know your favourite colour yet.",
     "job": "I don't know what you do yet.",
 }
+# Company knowledge: "Company note: the VPN server is vpn.acme.example." (stated once, shared).
+_NOTE = re.compile(r"\bcompany note:\s*the ([a-z][\w -]*?) is ([^\s,;]*[^\s.,;])", re.I)
+_ASK_NOTE = re.compile(r"\bwhat is the ([a-z][\w -]*?)\s*\?", re.I)
+# A fact as one canonical sentence: what a memory node stores and the model re-reads.
+STATEMENTS = {
+    "name": "My name is {}.",
+    "city": "I live in {}.",
+    "colour": "My favourite colour is {}.",
+    "job": "I work as a {}.",
+}
 _ACK = {
     "name": "Nice to meet you, {}.",
     "city": "Noted: you live in {}.",
@@ -51,7 +61,8 @@ _ACK = {
 }
 
 
-def _text(message: BaseMessage) -> str:
+def message_text(message: BaseMessage) -> str:
+    """A message's text, whether its content is a string or a list of parts."""
     content = message.content
     if isinstance(content, str):
         return content
@@ -59,30 +70,58 @@ def _text(message: BaseMessage) -> str:
 
 
 def learned_facts(messages: list[BaseMessage]) -> dict[str, str]:
-    """The facts stated by the user in this conversation, the latest statement winning."""
+    """The facts stated by the user in this conversation, the latest statement winning.
+
+    A ``SystemMessage`` counts too: that is where a memory node hands the model what the
+    Store remembered (shared/store/memory.py), before the conversation that may override it.
+    """
     facts: dict[str, str] = {}
     for message in messages:
-        if not isinstance(message, HumanMessage):
+        if not isinstance(message, HumanMessage | SystemMessage):
             continue
         for fact, pattern in _FACTS:
-            for match in pattern.finditer(_text(message)):
+            for match in pattern.finditer(message_text(message)):
                 facts[fact] = match.group(1)
     return facts
 
 
+def company_notes(messages: list[BaseMessage]) -> dict[str, str]:
+    """Company knowledge stated or remembered: ``{"vpn server": "vpn.acme.example"}``."""
+    notes: dict[str, str] = {}
+    for message in messages:
+        if isinstance(message, HumanMessage | SystemMessage):
+            for match in _NOTE.finditer(message_text(message)):
+                notes[match.group(1).lower()] = match.group(2)
+    return notes
+
+
 def offline_reply(messages: list[BaseMessage]) -> str:
-    """The deterministic answer to the last user message, using only ``messages``."""
+    """The deterministic answer to the last user message, using only ``messages``.
+
+    Every question the message asks is answered, in the order of ``_QUESTIONS``.
+    """
     last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     if last is None:
         return "Hello! Tell me something about yourself."
     facts = learned_facts(messages)
-    text = _text(last)
-    for fact, pattern, template in _QUESTIONS:
-        if pattern.search(text):
-            return template.format(facts[fact]) if fact in facts else _UNKNOWN[fact]
+    text = message_text(last)
+    answers = [template.format(facts[fact]) if fact in facts else _UNKNOWN[fact]
+               for fact, pattern, template in _QUESTIONS if pattern.search(text)]
+    if answers:
+        return " ".join(answers)
     stated = learned_facts([last])
     if stated:
         return " ".join(_ACK[f].format(v) for f, v in stated.items())
+    noted = company_notes([last])
+    if noted:
+        return " ".join(f"Noted for everyone: the {m.group(1)} is {m.group(2)}."
+                        for m in _NOTE.finditer(text))
+    asked = _ASK_NOTE.search(text)
+    if asked:
+        topic = asked.group(1).lower()
+        known = company_notes(messages)
+        return (f"The {asked.group(1)} is {known[topic]}." if topic in known
+                else f"I don't know the {asked.group(1)} yet.")
     return f"I hear you: {text.strip()}"
 
 

@@ -144,12 +144,17 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     # its own primary + standby (twice: sync, async): 5 sync failovers, 2 async, short traffic
     "m5_optimize.s8_failover": {"sync_failovers": 5, "async_failovers": 2, "traffic_s": 0.5,
                                 "lag_s": 0.5},
+    # alice and 2 other users, three child processes; the session's PostgreSQL (pgvector)
+    "m6_store.s2_cross_thread": {"users": 3},
+    # 60 turns: the naive graph crosses 10 KB near turn 18, the hybrid's sawtooth repeats 10x
+    "m6_store.s3_hybrid_memory": {"turns": 60},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
                        "m4_postgres.s4_cutover", "m4_postgres.s5_many_servers",
                        "m5_optimize.s2_indexes", "m5_optimize.s3_latency_budget",
-                       "m5_optimize.s4_retention", "m5_optimize.s5_backup_restore"}
+                       "m5_optimize.s4_retention", "m5_optimize.s5_backup_restore",
+                       "m6_store.s2_cross_thread", "m6_store.s3_hybrid_memory"}
 
 
 @dataclass(frozen=True)

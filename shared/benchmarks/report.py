@@ -162,7 +162,29 @@ def budget_charts(budget: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-CHARTS = {"writes": writes_charts, "filters": filters_chart, "budget": budget_charts}
+def memory_chart(memory: dict[str, Any], out: Path) -> list[Path]:
+    """Checkpoint bytes after each turn, naive and hybrid, with the guard's limit."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    naive, hybrid = memory["naive"], memory["hybrid"]
+    for name, data, style in (("naive (every message)", naive, "-"),
+                              ("hybrid (window + Store)", hybrid, "-")):
+        series = data["bytes_per_turn"]
+        ax.plot(range(1, len(series) + 1), [b / 1024 for b in series], style, label=name)
+    ax.axhline(memory["limit_bytes"] / 1024, color="red", linestyle="--",
+               label=f"SizeGuardSaver limit ({memory['limit_bytes'] // 1024} KB)")
+    if naive["refused_turn"]:
+        ax.axvline(naive["refused_turn"], color="grey", linestyle=":",
+                   label=f"naive refused at turn {naive['refused_turn']}")
+    ax.set_xlabel("conversation turn")
+    ax.set_ylabel("checkpoint size, KB (read from SQLite)")
+    ax.set_title(f"Checkpoint bytes per turn over {memory['turns']} turns")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right")
+    return [_save(fig, out / "bench-memory-bytes-per-turn.png")]
+
+
+CHARTS = {"writes": writes_charts, "filters": filters_chart, "budget": budget_charts,
+          "memory": memory_chart}
 
 
 def write_report(results: dict[str, Any], out: Path) -> Path:

@@ -24,6 +24,7 @@ from rich.table import Table
 from shared import ROOT
 from shared.benchmarks.budget import measure_budget
 from shared.benchmarks.filters import measure_filters
+from shared.benchmarks.memory import measure_memory
 from shared.benchmarks.report import write_report
 from shared.benchmarks.writes import measure_writes
 from shared.errors import CheckpointError
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "writes": measure_writes,
     "filters": measure_filters,
     "budget": measure_budget,
+    "memory": measure_memory,
 }
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {"writes": {"processes": (1, 2, 4, 8), "seconds": 2.0, "rounds": 3,
@@ -39,11 +41,13 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
              "filters": {"sizes": (1_000, 10_000, 100_000, 300_000), "rounds": 3,
                          "runs": 100},
              "budget": {"sizes": (10_000, 100_000, 1_000_000), "processes": (1, 2, 4, 8),
-                        "rounds": 3, "seconds": 3.0}},
+                        "rounds": 3, "seconds": 3.0},
+             "memory": {"turns": 200}},
     "quick": {"writes": {"processes": (1, 2), "seconds": 0.4, "rounds": 2, "warmup_s": 0.2},
               "filters": {"sizes": (200, 2_000), "rounds": 2, "runs": 10},
               "budget": {"sizes": (500, 2_000), "processes": (1, 2), "rounds": 2,
-                         "seconds": 0.5}},
+                         "seconds": 0.5},
+              "memory": {"turns": 30}},
 }
 
 

@@ -106,12 +106,25 @@ def test_bench_json_budget(quick_report: tuple[dict, Path]) -> None:
         assert s["baseline"]["put"]["p50_ms"]["median"] > s["tuned"]["put"]["p50_ms"]["median"]
 
 
+def test_bench_json_memory(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    memory = report["benchmarks"]["memory"]
+    turns = runner.SCALES["quick"]["memory"]["turns"]
+    limit = memory["limit_bytes"]
+    assert 1 < memory["naive"]["refused_turn"] < turns  # the guard stopped the naive graph
+    assert len(memory["naive"]["bytes_per_turn"]) == memory["naive"]["refused_turn"] - 1
+    assert len(memory["hybrid"]["bytes_per_turn"]) == turns
+    assert max(memory["hybrid"]["bytes_per_turn"]) <= memory["hybrid"]["largest_bytes"] < limit
+    assert memory["hybrid"]["facts_recalled"] == 4
+    assert memory["store"]["items"] > 0 and memory["store"]["bytes"] > 0
+
+
 def test_charts_are_real_pngs(quick_report: tuple[dict, Path]) -> None:
     report, out = quick_report
     names = [n for charts in report["charts"].values() for n in charts]
-    assert set(report["charts"]) == {"writes", "filters", "budget"}
+    assert set(report["charts"]) == {"writes", "filters", "budget", "memory"}
     assert sorted(names) == sorted(p.name for p in out.glob("*.png"))
-    assert len(names) == 5
+    assert len(names) == 6
     for name in names:
         width, height = _png_size(out / name)
         assert width >= 600 and height >= 400, (name, width, height)
