@@ -1,0 +1,1 @@
+"""Milestone 6: the Store (cross-thread memory, search by meaning, per-user isolation)."""
