@@ -133,10 +133,15 @@ def _require_vector(conn: Any) -> None:
 
 @contextmanager
 def open_postgres_store(url: str, *, index: dict[str, Any] | None = None,
-                        ttl: dict[str, Any] | None = None,
-                        ann: Ann = "hnsw") -> Iterator[GuardedPostgresStore]:
+                        ttl: dict[str, Any] | None = None, ann: Ann = "hnsw",
+                        build_memory: str = "512MB") -> Iterator[GuardedPostgresStore]:
     """A set-up ``PostgresStore`` on ``url``; with an index, vectors in pgvector and, unless
-    ``ann="flat"`` (exact scan), an HNSW index on them (cosine distance)."""
+    ``ann="flat"`` (exact scan), an HNSW index on them (cosine distance).
+
+    ``build_memory`` is this session's ``maintenance_work_mem`` while setup() builds the
+    index: when the HNSW graph outgrows it (the 64 MB default holds ~50,000 256-dimension
+    vectors), pgvector goes on building on disk, many times slower.
+    """
     from psycopg import Connection
     from psycopg.rows import dict_row
 
@@ -153,6 +158,8 @@ def open_postgres_store(url: str, *, index: dict[str, Any] | None = None,
                             row_factory=dict_row) as conn:  # what from_conn_string opens
         if index is not None:
             _require_vector(conn)
+            conn.execute("SELECT set_config('maintenance_work_mem', %s, false)",
+                         (build_memory,))
         store = GuardedPostgresStore(conn, index=index, ttl=ttl)  # type: ignore[arg-type]
         store.setup()
         try:
