@@ -82,27 +82,33 @@ def semantic_search(store: BaseStore, k: int = 3) -> Callable[[str], list[str]]:
     return lambda text: [it.key for it in store.search(NAMESPACE, query=text, limit=k)]
 
 
-# Filler for the scale test: plausible notes, none answering a question.
-_TEAMS = ["sales", "support", "design", "firmware", "finance", "facilities", "platform",
-          "security", "data", "marketing", "legal", "people"]
-_ACTS = ["reviewed", "postponed", "discussed", "approved", "rejected", "estimated", "planned",
-         "summarised", "escalated", "closed"]
-_THINGS = ["the quarterly roadmap", "a robot battery recall", "the Hamburg warehouse layout",
-           "a slow dashboard page", "label printer drivers", "the conveyor belt firmware",
-           "pallet scanner accuracy", "a customer's invoice dispute", "the demo rack wiring",
-           "forklift collision alerts", "picking route heatmaps", "a translation backlog",
-           "charging dock placement", "the trade fair stand", "an SSO login loop",
-           "shelf sensor calibration", "a data export request", "the loading dock schedule"]
-_CITIES = ["Rotterdam", "Lisbon", "Austin", "Lyon", "Poznan", "Osaka", "Leeds", "Porto",
-           "Denver", "Ghent", "Turin", "Malmo"]
+# Filler for the scale test: the haystack the 200 facts hide in. Each note is 6-12 words drawn
+# at random (seeded) from the handbook's own vocabulary and some office words: distractors
+# that share words with the questions, spread over the embedding space the way a real,
+# varied collection is. (Notes from a few fixed templates were tried first: 100,000 of them
+# form one dense cluster of near-duplicates, in which HNSW's greedy search gets trapped and
+# top-10 ties make "the same answer" ill-defined.)
+_EXTRA = re.findall(r"\S+", """sales support design firmware finance facilities platform
+security data marketing
+legal people reviewed postponed discussed approved rejected estimated planned summarised
+escalated closed roadmap battery recall warehouse layout dashboard printer conveyor pallet
+scanner invoice dispute forklift heatmap translation backlog charging dock shelf sensor
+export Hamburg Lyon Poznan Osaka Leeds Porto Denver Ghent Turin Malmo""")
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> tuple[str, ...]:
+    facts, _ = load_kb()
+    found = {w for f in facts for w in re.findall(r"[A-Za-z][A-Za-z-]+", f["text"])
+             if len(w) > 2}
+    return tuple(sorted(found | set(_EXTRA)))
 
 
 def filler_texts(n: int, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``n`` ``(key, value)`` meeting notes (seeded): the haystack the 200 facts hide in."""
-    rng = random.Random(seed)
+    """``n`` ``(key, value)`` notes of random handbook words (seeded), none a fact."""
+    rng, vocab = random.Random(seed), _vocabulary()
     for i in range(n):
-        text = (f"Note {i}: the {rng.choice(_TEAMS)} team in {rng.choice(_CITIES)} "
-                f"{rng.choice(_ACTS)} {rng.choice(_THINGS)} with {rng.choice(_TEAMS)}.")
+        text = " ".join(rng.choices(vocab, k=rng.randint(6, 12)))
         yield f"n{i:06d}", {"text": text, "topic": "notes"}
 
 
