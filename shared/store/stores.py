@@ -134,13 +134,16 @@ def _require_vector(conn: Any) -> None:
 @contextmanager
 def open_postgres_store(url: str, *, index: dict[str, Any] | None = None,
                         ttl: dict[str, Any] | None = None, ann: Ann = "hnsw",
-                        build_memory: str = "512MB") -> Iterator[GuardedPostgresStore]:
+                        build_memory: str = "512MB",
+                        ef_search: int | None = None) -> Iterator[GuardedPostgresStore]:
     """A set-up ``PostgresStore`` on ``url``; with an index, vectors in pgvector and, unless
     ``ann="flat"`` (exact scan), an HNSW index on them (cosine distance).
 
     ``build_memory`` is this session's ``maintenance_work_mem`` while setup() builds the
     index: when the HNSW graph outgrows it (the 64 MB default holds ~50,000 256-dimension
-    vectors), pgvector goes on building on disk, many times slower.
+    vectors), pgvector goes on building on disk, many times slower. ``ef_search`` sets this
+    session's ``hnsw.ef_search`` (pgvector's default 40): candidates kept while searching,
+    recall against speed.
     """
     from psycopg import Connection
     from psycopg.rows import dict_row
@@ -160,6 +163,9 @@ def open_postgres_store(url: str, *, index: dict[str, Any] | None = None,
             _require_vector(conn)
             conn.execute("SELECT set_config('maintenance_work_mem', %s, false)",
                          (build_memory,))
+            if ef_search is not None:
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, false)",
+                             (str(int(ef_search)),))
         store = GuardedPostgresStore(conn, index=index, ttl=ttl)  # type: ignore[arg-type]
         store.setup()
         try:

@@ -70,7 +70,9 @@ def test_python_vector_connection_registers_functions(tmp_path: Path) -> None:
 
 
 def test_postgres_store_hnsw_and_flat(pg_db: str) -> None:
-    with open_postgres_store(pg_db, index=store_index(["text"])) as store:
+    with open_postgres_store(pg_db, index=store_index(["text"]), ef_search=80) as store:
+        ef = store.conn.execute("SHOW hnsw.ef_search").fetchone()
+        assert ef["hnsw.ef_search"] == "80"
         store.put(("company", "knowledge"), "f1", {"text": "Employees get 25 days of leave"})
         store.put(("company", "knowledge"), "f2", {"text": "The canteen serves vegan food"})
         hits = store.search(("company", "knowledge"), query="vacation allowance", limit=1)
