@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup m1 m2 m3 m4 m5 all bench test lint clean clean-all help
+.PHONY: setup m1 m2 m3 m4 m5 m6 all bench test lint clean clean-all help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ m4: setup  ## Milestone 4: PostgreSQL (provisioning, schema, migration, cutover,
 
 m5: setup  ## Milestone 5: PostgreSQL at scale (pooling, indexes at 1M checkpoints, p99 budget, retention)
 	$(PY) -m shared.runner m5
+
+m6: setup  ## Milestone 6: the Store (setup and search by meaning, cross-thread memory, 10 KB checkpoints)
+	$(PY) -m shared.runner m6
 
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
 	$(PY) -m shared.runner all --readme

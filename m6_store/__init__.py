@@ -1,1 +1,1 @@
-"""Milestone 6: the Store (cross-thread memory, per-user isolation, checkpoints under 10 KB)."""
+"""Milestone 6: the Store (memory across threads, search by meaning, per-user isolation)."""
