@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,42 @@ def fork_child(func: Any, *args: Any) -> multiprocessing.process.BaseProcess:
     proc = multiprocessing.get_context(method).Process(target=func, args=args, daemon=True)
     proc.start()
     return proc
+
+
+def child_ready(gate: str, index: int, timeout: float = 120.0) -> float:
+    """In a forked child: say it is ready (set up, connected), wait for the start, return the
+    wall-clock start time the parent chose (``open_gate``)."""
+    Path(f"{gate}.ready{index}").touch()
+    go = Path(f"{gate}.go")
+    deadline = time.time() + timeout
+    while not go.exists():
+        if time.time() > deadline:
+            raise RuntimeError(f"no start signal at {go} within {timeout:g} s")
+        time.sleep(0.002)
+    return float(go.read_text())
+
+
+def open_gate(gate: str, children: list[multiprocessing.process.BaseProcess],
+              lead_s: float = 0.05, timeout: float = 120.0) -> float:
+    """Start ``children`` together once every one is ready (a slow or busy machine can take
+    seconds to fork and connect them all: a fixed delay would start the clock without them).
+    Returns the start time; the files are removed by ``close_gate``."""
+    ready = [Path(f"{gate}.ready{i}") for i in range(len(children))]
+    deadline = time.time() + timeout
+    while not all(p.exists() for p in ready):
+        if time.time() > deadline or not all(c.is_alive() for c in children):
+            break  # start anyway: a child that died is reported by its missing results
+        time.sleep(0.005)
+    start_at = time.time() + lead_s
+    tmp = Path(f"{gate}.go.tmp")
+    tmp.write_text(repr(start_at))
+    tmp.replace(f"{gate}.go")  # whole or not at all: a child never reads half a number
+    return start_at
+
+
+def close_gate(gate: str, count: int) -> None:
+    for path in (f"{gate}.go", *(f"{gate}.ready{i}" for i in range(count))):
+        Path(path).unlink(missing_ok=True)
 
 
 def join_children(children: list[multiprocessing.process.BaseProcess], timeout: float) -> None:

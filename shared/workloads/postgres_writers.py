@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from shared.bench import percentile
 from shared.graph import build_chat_graph
-from shared.proc import fork_child, join_children, read_results
+from shared.proc import child_ready, close_gate, fork_child, join_children, open_gate, read_results
 from shared.savers.pooling import SAVER_KWARGS, open_saver_pool
 from shared.savers.serde import graph_serde
 from shared.workloads.sqlite_writers import WriterStats, small_checkpoint, write_json
@@ -140,7 +140,7 @@ class PgWriterStats(WriterStats):
     error_examples: list[str] = field(default_factory=list)
 
 
-def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_bytes: int,
+def _pg_writer(url: str, out: str, gate: str, seconds: float, payload_bytes: int,
                index: int) -> None:
     """One writer process: its own pool, ``put`` small checkpoints until the time is up."""
     latencies: list[float] = []
@@ -150,6 +150,7 @@ def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_byte
         saver = PostgresSaver(pool, serde=graph_serde())
         config: dict[str, Any] = {"configurable": {"thread_id": f"pg-writer-{index}",
                                                    "checkpoint_ns": ""}}
+        start_at = child_ready(gate, index)  # every writer's pool open: all start together
         while time.time() < start_at:
             time.sleep(0.001)
         while time.time() < start_at + seconds:
@@ -169,17 +170,20 @@ def _pg_writer(url: str, out: str, start_at: float, seconds: float, payload_byte
 
 
 def measure_pg_writers(url: str, workdir: Path, processes: int, seconds: float = 1.5,
-                       payload_bytes: int = 1024, start_delay_s: float = 0.5) -> PgWriterStats:
+                       payload_bytes: int = 1024, start_delay_s: float = 0.05) -> PgWriterStats:
     """Fork ``processes`` writers on ``url``; they start together and write for ``seconds``.
 
     ``workdir`` holds each writer's result file until it is read. ``busy_timeout_ms`` in the
     result is 0: PostgreSQL has no file lock to wait on.
     """
     outs = [workdir / f"pg-w{processes}-{i}.json" for i in range(processes)]
-    start_at = time.time() + start_delay_s  # leave the forks time to open their pools
-    children = [fork_child(_pg_writer, url, str(o), start_at, seconds, payload_bytes, i)
+    gate = str(workdir / f"pg-w{processes}.gate")
+    close_gate(gate, processes)
+    children = [fork_child(_pg_writer, url, str(o), gate, seconds, payload_bytes, i)
                 for i, o in enumerate(outs)]
+    open_gate(gate, children, lead_s=start_delay_s)  # once every pool is open
     join_children(children, timeout=start_delay_s + seconds + 60)
+    close_gate(gate, processes)
     results = read_results(outs, "PostgreSQL writer processes")
     latencies = [v for r in results for v in r["latencies"]]
     return PgWriterStats(

@@ -32,7 +32,7 @@ from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
 from shared.bench import percentile
-from shared.proc import fork_child, join_children
+from shared.proc import child_ready, close_gate, fork_child, join_children, open_gate
 from shared.savers import open_sqlite_saver
 
 SQLITE_DEFAULT_BUSY_TIMEOUT_MS = 5000  # sqlite3.connect(timeout=5.0), what SqliteSaver gets
@@ -73,7 +73,7 @@ def small_checkpoint(payload_bytes: int) -> Checkpoint:
     return cp
 
 
-def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms: int,
+def _writer(db: str, out: str, gate: str, seconds: float, busy_timeout_ms: int,
             payload_bytes: int, rate: float | None = None, serve: bool = False,
             stop_file: str | None = None, seed: int = 0) -> None:
     """One writer process: ``put`` small checkpoints until the time is up."""
@@ -93,6 +93,7 @@ def _writer(db: str, out: str, start_at: float, seconds: float, busy_timeout_ms:
             server = serve_metrics(metrics.registry)
             write_json(Path(out + ".url"), {"url": server.url})
         config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        start_at = child_ready(gate, seed)  # every writer connected: all start together
         while time.time() < start_at:
             time.sleep(0.001)
         rng = random.Random(seed)
@@ -137,6 +138,7 @@ class WriterFleet:
     stop_file: Path
     children: list[Any]
     urls: list[str] = field(default_factory=list)
+    gate: str = ""
 
     @property
     def end_at(self) -> float:
@@ -154,6 +156,8 @@ class WriterFleet:
         """Let the writers finish (and stop serving), then join; kill any that hang."""
         self.stop_file.touch()
         join_children(self.children, timeout=max(0.0, self.end_at - time.time()) + 60)
+        if self.gate:
+            close_gate(self.gate, self.processes)
 
     def __enter__(self) -> WriterFleet:
         return self
@@ -186,8 +190,9 @@ class WriterFleet:
 def start_process_writers(db: Path, processes: int, seconds: float = 1.5,
                           busy_timeout_ms: int = SQLITE_DEFAULT_BUSY_TIMEOUT_MS,
                           payload_bytes: int = 1024, *, rate_per_process: float | None = None,
-                          serve: bool = False, start_delay_s: float = 0.3) -> WriterFleet:
-    """Fork ``processes`` writers on ``db`` that start together ``start_delay_s`` from now.
+                          serve: bool = False, start_delay_s: float = 0.05) -> WriterFleet:
+    """Fork ``processes`` writers on ``db`` that start together ``start_delay_s`` after the
+    last one is connected (each says so; see ``shared.proc.open_gate``).
 
     With ``serve`` each one serves its metrics; this returns once every URL is known. With
     ``rate_per_process`` each writes at that mean rate, Poisson arrivals (independent
@@ -201,12 +206,14 @@ def start_process_writers(db: Path, processes: int, seconds: float = 1.5,
             for i in range(processes)]
     stop_file = db.parent / f"{db.stem}-w{processes}-{busy_timeout_ms}.stop"
     stop_file.unlink(missing_ok=True)
-    start_at = time.time() + start_delay_s  # leave the forks time to open their connections
-    children = [fork_child(_writer, str(db), str(o), start_at, seconds, busy_timeout_ms,
+    gate = str(db.parent / f"{db.stem}-w{processes}-{busy_timeout_ms}.gate")
+    close_gate(gate, processes)  # a killed earlier run's files
+    children = [fork_child(_writer, str(db), str(o), gate, seconds, busy_timeout_ms,
                            payload_bytes, rate_per_process, serve, str(stop_file), i)
                 for i, o in enumerate(outs)]
+    start_at = open_gate(gate, children, lead_s=start_delay_s)
     fleet = WriterFleet(db, processes, seconds, busy_timeout_ms, start_at, outs, stop_file,
-                        children)
+                        children, gate=gate)
     if serve:
         deadline = time.time() + 30
         ready = [Path(f"{o}.url") for o in outs]
