@@ -87,19 +87,7 @@ def _worker(drill: Drill, graph: Any, prefix: str, index: int, stop: threading.E
         thread_id = f"{prefix}-{index}-{conversation}"
         name = drill.names.setdefault(thread_id, NAMES[(index + conversation) % len(NAMES)])
         text, _ = scripted_turn(name, turn)
-        try:
-            graph.invoke({"messages": [("user", text)]},
-                         {"configurable": {"thread_id": thread_id}})
-        except Exception as exc:  # counted: the drill's claim is that there are none
-            with arm.lock:
-                arm.failed += 1
-                arm.errors[type(exc).__name__] += 1
-                arm.failed_threads.add(thread_id)
-            time.sleep(0.05)
-        else:
-            with arm.lock:
-                arm.ok += 1
-                arm.turns[thread_id] += 1
+        arm.invoke(graph, thread_id, text)  # counted: the drill's claim is that none fail
         turn += 1
         if turn == drill.turns_per_thread:
             conversation, turn = conversation + 1, 0

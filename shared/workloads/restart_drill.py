@@ -61,25 +61,31 @@ class Arm:
     retries: list[int] = field(default_factory=list)  # attempt numbers of each retry
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def invoke(self, graph: Any, thread_id: str, text: str) -> bool:
+        """One turn, counted: returned (ok) or raised (failed, by error type); never raises.
+        A failure is followed by a short pause, as a client would back off."""
+        try:
+            graph.invoke({"messages": [("user", text)]},
+                         {"configurable": {"thread_id": thread_id}})
+        except Exception as exc:  # counted, never hidden: the drills' claims are about these
+            with self.lock:
+                self.failed += 1
+                self.errors[type(exc).__name__] += 1
+                self.failed_threads.add(thread_id)
+            time.sleep(0.05)
+            return False
+        with self.lock:
+            self.ok += 1
+            self.turns[thread_id] += 1
+        return True
+
 
 def _worker(arm: Arm, graph: Any, index: int, turns_per_thread: int,
             stop: threading.Event) -> None:
     conversation = turn = 0
     while not stop.is_set():
         thread_id = f"{arm.name}-{index}-{conversation}"
-        try:
-            graph.invoke({"messages": [("user", f"turn {turn} of {thread_id}")]},
-                         {"configurable": {"thread_id": thread_id}})
-        except Exception as exc:  # the plain arm's failures are what we count
-            with arm.lock:
-                arm.failed += 1
-                arm.errors[type(exc).__name__] += 1
-                arm.failed_threads.add(thread_id)
-            time.sleep(0.05)
-        else:
-            with arm.lock:
-                arm.ok += 1
-                arm.turns[thread_id] += 1
+        arm.invoke(graph, thread_id, f"turn {turn} of {thread_id}")  # the plain arm fails
         turn += 1
         if turn % turns_per_thread == 0:
             conversation += 1
