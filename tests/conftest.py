@@ -88,6 +88,32 @@ def pg_db(pg_url: str, request: pytest.FixtureRequest) -> str:
     return create_database(pg_url, name)
 
 
+@pytest.fixture(scope="session")
+def redis_url():
+    """One Redis for the whole run: REDIS_URL, or the embedded server, stopped after."""
+    from shared.infra.redis import redis_server
+
+    linux = Path("/proc/self/task").exists()
+    before = _children() if linux else set()
+    with redis_server() as url:
+        if linux:
+            SESSION_CHILDREN.update(_children() - before)  # stopped at session end
+        yield url
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> str:
+    """The session's Redis, emptied (FLUSHDB) before the test: its URL."""
+    from shared.infra.redis import redis_client
+
+    client = redis_client(redis_url, timeout=5)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_url
+
+
 # --- every lesson's small-scale run, once a session ---------------------------------------
 
 # The scale each lesson runs at in the tests. tests/test_lessons.py checks that every lesson's
