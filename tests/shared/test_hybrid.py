@@ -1,0 +1,145 @@
+"""HybridSaver: conformance for all eight capabilities; hot reads equal PostgreSQL's; nothing
+lost and nothing stale when Redis is killed, flushed or paused; bad input in one sentence."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from shared.conformance import detected_capabilities, report_failures, run_conformance
+from shared.errors import CheckpointError
+from shared.graph import build_chat_graph
+from shared.infra.postgres import create_database
+from shared.infra.redis import embedded_redis, redis_client
+from shared.savers.hybrid import MAGIC, HybridSaver
+from shared.savers.postgres import open_postgres_saver
+
+ALL = ["copy_thread", "delete_for_runs", "delete_thread", "get_tuple", "list", "prune", "put",
+       "put_writes"]
+
+
+@pytest.fixture
+def hybrid(redis_db: str, pg_db: str) -> Iterator[HybridSaver]:
+    with HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as saver:
+        yield saver
+
+
+def _chat(saver: BaseCheckpointSaver, thread: str, turns: int) -> dict[str, Any]:
+    graph = build_chat_graph(saver)
+    config = {"configurable": {"thread_id": thread}}
+    for i in range(turns):
+        graph.invoke({"messages": [("user", f"turn {i} of {thread}")]}, config)
+    return config
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (a.config == b.config and a.checkpoint == b.checkpoint and a.metadata == b.metadata
+            and a.parent_config == b.parent_config and a.pending_writes == b.pending_writes)
+
+
+def test_conformance_all_eight_capabilities(redis_url: str, pg_url: str) -> None:
+    n = itertools.count()
+
+    async def factory() -> AsyncGenerator[BaseCheckpointSaver, None]:
+        url = create_database(pg_url, f"hybrid_conformance_{next(n)}")  # empty per suite
+        with HybridSaver.from_conn_strings(redis_url, url, warmup=0.0,
+                                           prefix=f"conf{next(n)}") as saver:
+            yield saver
+
+    report = run_conformance("HybridSaver", factory)
+    assert report.passed_all(), report_failures(report)
+    assert detected_capabilities(report) == ALL
+
+
+def test_hot_reads_equal_postgres_and_skip_it(hybrid: HybridSaver, pg_db: str) -> None:
+    config = _chat(hybrid, "alice", 4)
+    page = {"configurable": {"thread_id": "alice", "checkpoint_ns": ""}}
+    before = hybrid.stats.hits
+    hot_latest = hybrid.get_tuple(config)
+    hot_page = list(hybrid.list(page, limit=5))
+    assert hybrid.stats.hits == before + 2  # both answered from Redis
+    with open_postgres_saver(pg_db) as pg:  # the official saver alone reads the same database
+        assert _same(hot_latest, pg.get_tuple(config))
+        cold_page = list(pg.list(page, limit=5))
+    assert len(hot_page) == 5 and all(_same(a, b) for a, b in zip(hot_page, cold_page))
+    assert any(t.pending_writes for t in hot_page)  # writes came back with their checkpoints
+
+
+def test_history_beyond_hot_keep_comes_from_postgres(redis_db: str, pg_db: str) -> None:
+    with HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0, hot_keep=3) as saver:
+        _chat(saver, "bob", 3)
+        page = {"configurable": {"thread_id": "bob", "checkpoint_ns": ""}}
+        misses = saver.stats.misses
+        assert len(list(saver.list(page, limit=3))) == 3 and saver.stats.misses == misses
+        assert len(list(saver.list(page, limit=None))) == 9  # all 3 turns, from PostgreSQL
+        keys = redis_client(redis_db).keys("ckpt:hot:*|*:z")
+        assert keys and all(redis_client(redis_db).zcard(k) <= 3 for k in keys)
+
+
+def test_redis_killed_paused_flushed_loses_nothing(pg_db: str, tmp_path: Any,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with embedded_redis(tmp_path / "redis") as server, HybridSaver.from_conn_strings(
+            server.url, pg_db, warmup=0.0, retry_after=0.2) as saver:
+        config = _chat(saver, "carol", 2)
+        server.kill()
+        with caplog.at_level(logging.WARNING):
+            _chat(saver, "carol", 1)  # Redis gone: PostgreSQL alone, no error
+        assert saver.stats.bypassed + saver.stats.errors > 0
+        assert "served from PostgreSQL" in caplog.text
+        server.restart()
+        time.sleep(0.3)
+        assert len(saver.get_tuple(config).checkpoint["channel_values"]["messages"]) == 6
+        redis_client(server.url).flushall()
+        assert len(saver.get_tuple(config).checkpoint["channel_values"]["messages"]) == 6
+        server.pause()
+        _chat(saver, "carol", 1)  # times out on Redis, writes PostgreSQL
+        server.resume()
+        time.sleep(0.3)
+        # the hot set cached before the pause is now older than PostgreSQL: never served
+        assert len(saver.get_tuple(config).checkpoint["channel_values"]["messages"]) == 8
+
+
+def test_another_process_sees_every_write(redis_db: str, pg_db: str) -> None:
+    with HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as a, \
+            HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as b:
+        config = _chat(a, "dave", 1)
+        assert b.get_tuple(config).checkpoint["id"] == a.get_tuple(config).checkpoint["id"]
+        _chat(b, "dave", 1)
+        assert a.get_tuple(config).checkpoint["id"] == b.get_tuple(config).checkpoint["id"]
+        a.delete_thread("dave")
+        assert b.get_tuple(config) is None
+
+
+def test_foreign_values_are_refused_not_decoded(hybrid: HybridSaver, redis_db: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    config = _chat(hybrid, "erin", 1)
+    client = redis_client(redis_db)
+    for key in client.keys("ckpt:hot:*:h"):
+        for field in client.hkeys(key):
+            if field.startswith(b"c:"):
+                client.hset(key, field, b"not written by the saver")
+    with caplog.at_level(logging.WARNING):
+        tup = hybrid.get_tuple(config)
+    assert tup is not None and len(tup.checkpoint["channel_values"]["messages"]) == 2
+    assert hybrid.stats.foreign == 1 and "did not write" in caplog.text
+    assert MAGIC.startswith(b"ckpt-hot:")
+
+
+def test_bad_input_one_sentence(pg_db: str, redis_db: str,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(CheckpointError, match="hot_keep=0"):
+        HybridSaver.from_conn_strings(redis_db, pg_db, hot_keep=0).__enter__()
+    with pytest.raises(CheckpointError) as err:
+        HybridSaver.from_conn_strings("redis://u:s3cret@host:notaport", pg_db).__enter__()
+    assert "s3cret" not in str(err.value)
+    with caplog.at_level(logging.WARNING), HybridSaver.from_conn_strings(
+            "redis://:pw@127.0.0.1:1/0", pg_db, warmup=0.0) as saver:
+        config = _chat(saver, "frank", 1)  # Redis unreachable at start: PostgreSQL alone
+        assert saver.get_tuple(config) is not None
+    assert "starts on PostgreSQL alone" in caplog.text and ":pw@" not in caplog.text
