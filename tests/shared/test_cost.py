@@ -121,7 +121,7 @@ def test_bad_workload_is_one_sentence(field: str, value: object) -> None:
 
 
 def test_bad_price_files(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="not found: restore config/prices.toml"):
+    with pytest.raises(CheckpointError, match=r"not found: restore config/prices\.toml"):
         load_prices(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[settings\n")
@@ -134,7 +134,7 @@ def test_bad_price_files(tmp_path: Path) -> None:
     path.write_text(TOY.format(replicas=0).replace("usd_per_hour = 2.0", "usd_per_hour = -2"))
     with pytest.raises(CheckpointError, match="needs a positive usd_per_hour"):
         load_prices(path)
-    with pytest.raises(CheckpointError, match="No ElastiCache node 'cache.huge'"):
+    with pytest.raises(CheckpointError, match=r"No ElastiCache node 'cache\.huge'"):
         redis_capacity("cache.huge", 1, load_prices(toy(tmp_path)))
 
 
