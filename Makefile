@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup m1 m2 m3 m4 m5 m6 all bench test lint clean clean-all help
+.PHONY: setup m1 m2 m3 m4 m5 m6 m7 all bench test lint clean clean-all help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ m5: setup  ## Milestone 5: PostgreSQL at scale (pooling, indexes at 1M checkpoin
 
 m6: setup  ## Milestone 6: the Store (setup and search by meaning, cross-thread memory, 10 KB checkpoints)
 	$(PY) -m shared.runner m6
+
+m7: setup  ## Milestone 7: production mastery (the cost of tiering; the hot tier comes next)
+	$(PY) -m shared.runner m7
 
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table
 	$(PY) -m shared.runner all --readme

@@ -177,6 +177,8 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     "m6_store.s2_cross_thread": {"users": 3},
     # 60 turns: the naive graph crosses 10 KB near turn 18, the hybrid's sawtooth repeats 10x
     "m6_store.s3_hybrid_memory": {"turns": 60},
+    # 8 conversations x 6 turns (144 checkpoints a store), its own embedded Redis for the run
+    "m7_mastery.s3_cost": {"threads": 8, "turns": 6},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
 ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
@@ -184,7 +186,7 @@ ON_SESSION_POSTGRES = {"m4_postgres.s2_schema", "m4_postgres.s3_migrate",
                        "m5_optimize.s2_indexes", "m5_optimize.s3_latency_budget",
                        "m5_optimize.s4_retention", "m5_optimize.s5_backup_restore",
                        "m6_store.s1_store_setup", "m6_store.s2_cross_thread",
-                       "m6_store.s3_hybrid_memory"}
+                       "m6_store.s3_hybrid_memory", "m7_mastery.s3_cost"}
 
 
 @dataclass(frozen=True)

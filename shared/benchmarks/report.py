@@ -183,8 +183,34 @@ def memory_chart(memory: dict[str, Any], out: Path) -> list[Path]:
     return [_save(fig, out / "bench-memory-bytes-per-turn.png")]
 
 
+def cost_chart(cost: dict[str, Any], out: Path) -> list[Path]:
+    """$/month of each setup against the number of active threads (both axes log)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    xs = [s["threads"] for s in cost["series"]]
+    for setup, marker in (("Redis-only", "o"), ("PostgreSQL-only", "s"), ("tiered", "^")):
+        ax.plot(xs, [s[setup]["usd_per_month"] for s in cost["series"]], marker=marker,
+                label=setup)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [_count(x) for x in xs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    _plain_log_y(ax)
+    ax.set_xlabel("active threads (log scale)")
+    ax.set_ylabel("monthly cost, USD (log scale)")
+    ax.set_title("Checkpoint storage cost by setup (us-east-1, on-demand)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    s = cost["sizes"]
+    fig.text(0.01, 0.005, f"measured: PostgreSQL {s['pg_bytes_per_checkpoint']:,.0f} B, Redis "
+             f"{s['redis_bytes_per_checkpoint']:,.0f} B a checkpoint (x{s['redis_overhead']:g}); "
+             f"{cost['turns_per_day']} turns/day, {s['checkpoints_per_turn']:g} checkpoints/turn, "
+             f"{cost['retention_days']} days, hot = newest {s['hot_keep']}; "
+             "prices.toml", fontsize=7, alpha=0.8)
+    fig.subplots_adjust(bottom=0.15)
+    return [_save(fig, out / "bench-cost-monthly.png")]
+
+
 CHARTS = {"writes": writes_charts, "filters": filters_chart, "budget": budget_charts,
-          "memory": memory_chart}
+          "memory": memory_chart, "cost": cost_chart}
 
 
 def write_report(results: dict[str, Any], out: Path) -> Path:

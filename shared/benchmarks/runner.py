@@ -23,6 +23,7 @@ from rich.table import Table
 
 from shared import ROOT
 from shared.benchmarks.budget import measure_budget
+from shared.benchmarks.cost import measure_cost
 from shared.benchmarks.filters import measure_filters
 from shared.benchmarks.memory import measure_memory
 from shared.benchmarks.report import write_report
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "filters": measure_filters,
     "budget": measure_budget,
     "memory": measure_memory,
+    "cost": measure_cost,
 }
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {"writes": {"processes": (1, 2, 4, 8), "seconds": 2.0, "rounds": 3,
@@ -42,12 +44,15 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
                          "runs": 100},
              "budget": {"sizes": (10_000, 100_000, 1_000_000), "processes": (1, 2, 4, 8),
                         "rounds": 3, "seconds": 3.0},
-             "memory": {"turns": 200}},
+             "memory": {"turns": 200},
+             "cost": {"threads": 40, "turns": 10,
+                      "scales": (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)}},
     "quick": {"writes": {"processes": (1, 2), "seconds": 0.4, "rounds": 2, "warmup_s": 0.2},
               "filters": {"sizes": (200, 2_000), "rounds": 2, "runs": 10},
               "budget": {"sizes": (500, 2_000), "processes": (1, 2), "rounds": 2,
                          "seconds": 0.5},
-              "memory": {"turns": 30}},
+              "memory": {"turns": 30},
+              "cost": {"threads": 6, "turns": 4, "scales": (1_000, 100_000)}},
 }
 
 

@@ -119,12 +119,23 @@ def test_bench_json_memory(quick_report: tuple[dict, Path]) -> None:
     assert memory["store"]["items"] > 0 and memory["store"]["bytes"] > 0
 
 
+def test_bench_json_cost(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    cost = report["benchmarks"]["cost"]
+    assert cost["scales"] == list(runner.SCALES["quick"]["cost"]["scales"])
+    sizes = cost["sizes"]
+    assert sizes["pg_bytes_per_checkpoint"] > 0 and sizes["redis_bytes_per_checkpoint"] > 0
+    for s in cost["series"]:
+        bills = {k: s[k]["usd_per_month"] for k in ("Redis-only", "PostgreSQL-only", "tiered")}
+        assert 0 < bills["PostgreSQL-only"] <= bills["tiered"] < bills["Redis-only"], bills
+
+
 def test_charts_are_real_pngs(quick_report: tuple[dict, Path]) -> None:
     report, out = quick_report
     names = [n for charts in report["charts"].values() for n in charts]
-    assert set(report["charts"]) == {"writes", "filters", "budget", "memory"}
+    assert set(report["charts"]) == {"writes", "filters", "budget", "memory", "cost"}
     assert sorted(names) == sorted(p.name for p in out.glob("*.png"))
-    assert len(names) == 6
+    assert len(names) == 7
     for name in names:
         width, height = _png_size(out / name)
         assert width >= 600 and height >= 400, (name, width, height)
