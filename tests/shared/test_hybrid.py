@@ -67,7 +67,7 @@ def test_hot_reads_equal_postgres_and_skip_it(hybrid: HybridSaver, pg_db: str) -
     with open_postgres_saver(pg_db) as pg:  # the official saver alone reads the same database
         assert _same(hot_latest, pg.get_tuple(config))
         cold_page = list(pg.list(page, limit=5))
-    assert len(hot_page) == 5 and all(_same(a, b) for a, b in zip(hot_page, cold_page))
+    assert len(hot_page) == 5 and all(_same(a, b) for a, b in zip(hot_page, cold_page, strict=True))
     assert any(t.pending_writes for t in hot_page)  # writes came back with their checkpoints
 
 
