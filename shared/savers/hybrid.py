@@ -24,8 +24,9 @@ Never older than PostgreSQL (the scripts are in ``hybrid_scripts.py``):
   give up on it: a new *epoch* begins and everything cached before is ignored (see the
   scripts' prologue); for ``warmup`` seconds after that nothing is served from Redis, so a
   write that was in flight has landed in PostgreSQL before anything is cached again. A saver
-  that wrote PostgreSQL without reaching Redis starts a new epoch itself when Redis answers
-  again; a heartbeat thread keeps the "Redis was silent" test honest while traffic is idle.
+  that wrote a thread to PostgreSQL without reaching Redis drops that thread's hot sets as
+  soon as Redis answers it again; a heartbeat thread keeps the "Redis was silent" test honest
+  while traffic is idle.
 
 What this cannot promise: a writer process frozen for longer than ``lease`` *between* its
 PostgreSQL commit and its Redis update, or cut off from a Redis that other processes still
@@ -104,11 +105,12 @@ def _unpack(raw: bytes) -> tuple[list[Any], bytes]:
 @dataclass
 class HotSettings:
     """The hot tier's knobs (seconds). ``guard`` defaults to ``timeout``, ``warmup`` to
-    ``lease``, ``heartbeat`` to a third of ``guard``."""
+    half a second (a write in flight at a new epoch commits within it; one slower than that
+    finds its lease gone and drops its thread), ``heartbeat`` to a third of ``guard``."""
 
     hot_keep: int = 10
     hot_ttl: float = 3600.0
-    timeout: float = 0.2
+    timeout: float = 0.5
     lease: float = 2.0
     retry_after: float = 1.0
     guard: float | None = None
@@ -126,7 +128,7 @@ class HotSettings:
                 raise CheckpointError(f"{name}={getattr(self, name)!r}: give a number of "
                                       "seconds above 0.")
         self.guard = self.guard or self.timeout
-        self.warmup = self.lease if self.warmup is None else self.warmup
+        self.warmup = min(0.5, self.lease) if self.warmup is None else self.warmup
         self.heartbeat = self.heartbeat or self.guard / 3
 
     def ms(self, name: str) -> int:
@@ -151,6 +153,7 @@ class _Bypass(Exception):
     """Redis is not used for this call (down, slow, or recently failed)."""
 
 
+DIRTY_LIMIT = 10_000  # threads remembered for dropping; past it, a new epoch drops them all
 DECODED_LIMIT = 4096  # threads whose latest decoded checkpoint a saver keeps in this process
 
 
@@ -192,11 +195,14 @@ class HybridSaver(BaseCheckpointSaver[str]):
         self.stats = HotStats()
         self.epoch = ""
         self._decoded: dict[tuple[str, str], tuple[bytes, CheckpointTuple]] = {}
-        self._dirty = False  # wrote PostgreSQL without Redis: start a new epoch when it answers
+        # Threads written to PostgreSQL without Redis: dropped from Redis when it answers again
+        # (past DIRTY_LIMIT of them, a new epoch instead).
+        self._dirty: set[str] = set()
+        self._dirty_all = False
         self._closed_until = 0.0  # Redis not asked before this monotonic time
         self._warned_at = 0.0
         self._scripts = {name: redis.register_script(getattr(lua, name))
-                         for name in ("HEARTBEAT", "BEGIN", "DROP", "PUBLISH_PUT",
+                         for name in ("HEARTBEAT", "INVALIDATE", "BEGIN", "DROP", "PUBLISH_PUT",
                                       "PUBLISH_WRITES", "READ", "FILL")}
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="hot-tier-heartbeat",
@@ -265,8 +271,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
             if thread is not None:
                 keys += self._keys(thread, ns)
             try:
-                if self._dirty and name != "HEARTBEAT":
-                    self._bump()
+                if (self._dirty or self._dirty_all) and name != "INVALIDATE":
+                    self._clean()
                 out = self._scripts[name](keys=keys, args=[
                     self.epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), *args])
             except _Bypass:
@@ -280,13 +286,28 @@ class HybridSaver(BaseCheckpointSaver[str]):
             return out
         raise _Bypass  # the epoch kept changing under us: not worth waiting for
 
-    def _bump(self) -> None:
+    def _clean(self) -> None:
+        """Drop from Redis what it holds for threads we wrote without it (or everything)."""
         s = self.settings
-        out = self._scripts["HEARTBEAT"](
-            keys=[f"{s.prefix}:epoch", f"{s.prefix}:seen"],
-            args=[self.epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), "bump"])
-        self.epoch = out[1].decode()
-        self._dirty = False
+        head = [f"{s.prefix}:epoch", f"{s.prefix}:seen"]
+        base = [self.epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup")]
+        if self._dirty_all:
+            out = self._scripts["HEARTBEAT"](keys=head, args=[*base, "bump"])
+            self.epoch, self._dirty_all = out[1].decode(), False
+            self._dirty.clear()
+            return
+        threads = list(self._dirty)
+        out = self._scripts["INVALIDATE"](keys=head + [self._keys(t)[0] for t in threads],
+                                          args=base)
+        if out[0] == b"EPOCH":  # a new epoch holds nothing for them anyway
+            self.epoch = out[1].decode()
+        self._dirty.difference_update(threads)
+
+    def _mark_dirty(self, thread: str) -> None:
+        if len(self._dirty) >= DIRTY_LIMIT:
+            self._dirty_all = True
+        else:
+            self._dirty.add(thread)
 
     def _failed(self, op: str, exc: BaseException) -> None:
         from redis.exceptions import ResponseError
@@ -297,7 +318,6 @@ class HybridSaver(BaseCheckpointSaver[str]):
         else:
             reason = "timeout" if "imeout" in type(exc).__name__ + text else "connection"
             self._closed_until = time.monotonic() + self.settings.retry_after
-        self._dirty = self._dirty or op in ("put", "put_writes", "delete")
         self._count_error(op, reason, text)
 
     def _count_error(self, op: str, reason: str, text: str) -> None:
@@ -317,8 +337,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
             if time.monotonic() < self._closed_until:
                 continue
             try:
-                self._run("heartbeat", "HEARTBEAT", None, None, "bump" if self._dirty else "")
-                self._dirty = False
+                self._run("heartbeat", "HEARTBEAT", None, None, "")
             except _Bypass:
                 pass
 
@@ -330,7 +349,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
                       self.settings.ms("hot_ttl"))
             return token
         except _Bypass:
-            self._dirty = True
+            self._mark_dirty(thread)
             return None
 
     def _finish(self, op: str, name: str, thread: str, ns: str | None, token: str | None,
@@ -340,7 +359,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
         try:
             out = self._run(op, name, thread, ns, token, *args)
         except _Bypass:
-            self._dirty = True
+            self._mark_dirty(thread)
             return
         if out[0] == b"LOST":
             self.stats.lost_leases += 1

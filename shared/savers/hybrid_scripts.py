@@ -39,12 +39,17 @@ PROLOGUE = r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = redis.call('GET', KEYS[1])
+if epoch and not string.match(epoch, '^%d+%-%d+$') then epoch = false end  -- not ours
 local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
 local guard = tonumber(ARGV[3])
-if (not epoch) or (now - tonumber(ARGV[2]) > guard) or (seen > 0 and now - seen > guard) then
+local why = nil
+if not epoch then why = 'empty'
+elseif now - tonumber(ARGV[2]) > guard then why = 'late'
+elseif seen > 0 and now - seen > guard then why = 'silent' end
+if why then
   epoch = tostring(now) .. '-' .. tostring(redis.call('INCR', KEYS[1] .. ':n'))
   redis.call('SET', KEYS[1], epoch)
-  redis.call('INCR', KEYS[1] .. ':bumps')
+  redis.call('HINCRBY', KEYS[1] .. ':why', why, 1)
 end
 redis.call('SET', KEYS[2], now)
 if ARGV[1] ~= epoch then return {'EPOCH', epoch} end
@@ -92,9 +97,19 @@ HEARTBEAT = PROLOGUE + r"""
 if ARGV[5] == 'bump' then
   epoch = tostring(now) .. '-' .. tostring(redis.call('INCR', KEYS[1] .. ':n'))
   redis.call('SET', KEYS[1], epoch)
-  redis.call('INCR', KEYS[1] .. ':bumps')
+  redis.call('HINCRBY', KEYS[1] .. ':why', 'dirty', 1)
 end
 return {'OK', epoch}
+"""
+
+# A saver that wrote these threads to PostgreSQL without reaching Redis drops what Redis holds
+# for them as soon as Redis answers again. KEYS: epoch, seen, then each thread's T.
+INVALIDATE = PROLOGUE + r"""
+for i = 3, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'gen', 1)
+  drop_thread(KEYS[i])
+end
+return {'OK'}
 """
 
 # KEYS: epoch, seen, T, L. ARGV[5] token, ARGV[6] lease ms, ARGV[7] ttl ms.
