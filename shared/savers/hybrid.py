@@ -12,9 +12,9 @@ PostgreSQL), so ``get_tuple`` of the latest, resuming, and a history page of up 
 
 Never older than PostgreSQL (the scripts are in ``hybrid_scripts.py``):
 
-- A write takes a *lease* on its thread in Redis before it writes PostgreSQL, and publishes
-  what it wrote (or drops the thread's hot sets: delete, prune, copy, delete_for_runs) after
-  the commit, releasing the lease in the same atomic script. A read that sees a lease goes to
+- A checkpoint write takes a *lease* on its thread in Redis before it commits to PostgreSQL,
+  and publishes what it wrote (or drops the thread's hot sets: delete, prune, copy,
+  delete_for_runs) after the commit, releasing the lease in the same atomic script. A read that sees a lease goes to
   PostgreSQL, so a commit whose Redis update is still on its way is never hidden by the cache.
 - A read that missed caches what PostgreSQL returned only if nothing was written to the thread
   since the miss (a per-thread generation counter) and no lease is held.
@@ -42,6 +42,7 @@ sets refill on use. Values in our keys that this saver did not write are refused
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -67,6 +68,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.postgres import PostgresSaver
+from psycopg.types.json import Jsonb
 
 from shared.errors import CheckpointError
 from shared.savers import hybrid_scripts as lua
@@ -195,6 +197,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
         self.stats = HotStats()
         self.epoch = ""
         self._decoded: dict[tuple[str, str], tuple[bytes, CheckpointTuple]] = {}
+        self._pending: list[tuple[Any, ...]] = []  # posted scripts whose answers are unread
+        self._lock = threading.Lock()
         # Threads written to PostgreSQL without Redis: dropped from Redis when it answers again
         # (past DIRTY_LIMIT of them, a new epoch instead).
         self._dirty: set[str] = set()
@@ -243,7 +247,9 @@ class HybridSaver(BaseCheckpointSaver[str]):
                 client.close()
 
     def close(self) -> None:
-        """Stop the heartbeat (the Redis client and PostgreSQL connection are the caller's)."""
+        """Read what is pending, stop the heartbeat (the Redis client and PostgreSQL connection
+        are the caller's)."""
+        self._drain()
         self._stop.set()
         if self._beat.is_alive() and self._beat is not threading.current_thread():
             self._beat.join(timeout=2)
@@ -263,6 +269,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
     def _run(self, op: str, name: str, thread: str | None, ns: str | None,
              *args: Any) -> list[Any]:
         """One script, with the epoch protocol; raises ``_Bypass`` when Redis is not used."""
+        if self._pending:
+            self._drain()
         if time.monotonic() < self._closed_until:
             raise _Bypass
         s = self.settings
@@ -273,8 +281,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
             try:
                 if (self._dirty or self._dirty_all) and name != "INVALIDATE":
                     self._clean()
-                out = self._scripts[name](keys=keys, args=[
-                    self.epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), *args])
+                out = self._eval(name, keys, [self.epoch, int(time.time() * 1000), s.ms("guard"),
+                                              s.ms("warmup"), *args])
             except _Bypass:
                 raise
             except Exception as exc:
@@ -285,6 +293,28 @@ class HybridSaver(BaseCheckpointSaver[str]):
                 continue
             return out
         raise _Bypass  # the epoch kept changing under us: not worth waiting for
+
+    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA straight on a pooled connection: a hot read is one round trip, and the
+        client library's command wrappers were a fifth of it."""
+        from redis.exceptions import NoScriptError
+
+        script, pool = self._scripts[name], self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            try:
+                return conn.read_response()
+            except NoScriptError:  # Redis restarted: its script cache is empty
+                conn.send_command("SCRIPT", "LOAD", script.script)
+                conn.read_response()
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return conn.read_response()
+        except Exception:
+            conn.disconnect()  # a half-read answer must not reach the next caller
+            raise
+        finally:
+            pool.release(conn)
 
     def _clean(self) -> None:
         """Drop from Redis what it holds for threads we wrote without it (or everything)."""
@@ -336,14 +366,12 @@ class HybridSaver(BaseCheckpointSaver[str]):
         while not self._stop.wait(self.settings.heartbeat):
             if time.monotonic() < self._closed_until:
                 continue
-            try:
+            with contextlib.suppress(_Bypass):  # counted in _run; PostgreSQL carries on
                 self._run("heartbeat", "HEARTBEAT", None, None, "")
-            except _Bypass:
-                pass
 
-    def _begin(self, op: str, thread: str) -> str | None:
+    def _begin(self, op: str, thread: str, token: str | None = None) -> str | None:
         """Take a write lease on the thread; None when Redis is not used (marked dirty)."""
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         try:
             self._run(op, "BEGIN", thread, None, token, self.settings.ms("lease"),
                       self.settings.ms("hot_ttl"))
@@ -352,9 +380,81 @@ class HybridSaver(BaseCheckpointSaver[str]):
             self._mark_dirty(thread)
             return None
 
+    def _send_begin(self, thread: str, token: str) -> Any:
+        """Send BEGIN without waiting for its answer (``_await_begin`` reads it); None when
+        Redis is not used or the send failed (``_await_begin`` then takes the slow path)."""
+        if self._pending:
+            self._drain()  # answered by now, mostly: reading them costs microseconds
+        if time.monotonic() < self._closed_until or self._dirty or self._dirty_all \
+                or not self.epoch:
+            return None
+        s = self.settings
+        keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread)]
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self._scripts["BEGIN"].sha, len(keys), *keys,
+                              self.epoch, int(time.time() * 1000), s.ms("guard"),
+                              s.ms("warmup"), token, s.ms("lease"), s.ms("hot_ttl"))
+        except Exception:
+            pool.release(conn)
+            conn.disconnect()
+            return None
+        return conn
+
+    def _post(self, op: str, thread: str, ns: str, name: str, *args: Any) -> None:
+        """Send a script whose answer ``_drain`` reads later (or run it now if sending fails)."""
+        s = self.settings
+        keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread, ns)]
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, self.epoch,
+                              int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), *args)
+        except Exception:
+            pool.release(conn)
+            conn.disconnect()
+            self._finish(op, name, thread, ns, *args)
+            return
+        with self._lock:
+            self._pending.append((conn, op, thread, ns, name, args))
+
+    def _drain(self) -> None:
+        """Read the answers of posted scripts; one that failed or met a new epoch is run again."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        pool = self.redis.connection_pool
+        for conn, op, thread, ns, name, args in pending:
+            try:
+                out = conn.read_response()
+                if out and out[0] == b"LOST":
+                    self.stats.lost_leases += 1
+                retry = bool(out) and out[0] == b"EPOCH"
+            except Exception:
+                conn.disconnect()
+                retry = True
+            finally:
+                pool.release(conn)
+            if retry:
+                self._finish(op, name, thread, ns, *args)
+
+    def _await_begin(self, conn: Any, thread: str, token: str) -> bool:
+        """Whether the lease is held (the answer to ``_send_begin``, or BEGIN sent again)."""
+        if conn is not None:
+            pool = self.redis.connection_pool
+            try:
+                out = conn.read_response()
+                if out and out[0] == b"OK":
+                    return True
+            except Exception:
+                conn.disconnect()
+            finally:
+                pool.release(conn)
+        return self._begin("put", thread, token) is not None
+
     def _finish(self, op: str, name: str, thread: str, ns: str | None, token: str | None,
                 *args: Any) -> None:
-        if token is None:
+        if token is None:  # no lease was taken: Redis will drop the thread when it answers
             return
         try:
             out = self._run(op, name, thread, ns, token, *args)
@@ -573,26 +673,29 @@ class HybridSaver(BaseCheckpointSaver[str]):
             new_versions: ChannelVersions) -> RunnableConfig:
         thread, ns, parent = _ns(config)
         row, new, needed = self._hot_put(config, checkpoint, metadata, new_versions)
-        token = self._begin("put", thread)
+        token = uuid.uuid4().hex
+        sent = self._send_begin(thread, token)  # its round trip overlaps the statements
         try:
             with self.pg._cursor(pipeline=True) as cur:
                 if new:
                     cur.executemany(self.pg.UPSERT_CHECKPOINT_BLOBS_SQL, [
                         (thread, ns, k, str(new_versions[k]), t, b) for k, (t, b) in new.items()])
-                from psycopg.types.json import Jsonb
-
                 cur.execute(self.pg.UPSERT_CHECKPOINTS_SQL, (
                     thread, ns, checkpoint["id"], parent, Jsonb(row["checkpoint"]),
                     Jsonb(row["metadata"])))
+                # The pipeline commits when this block ends: the lease is held before that.
+                leased = self._await_begin(sent, thread, token)
         except BaseException:
             self._finish("put", "DROP", thread, None, token)
             raise
         blobs: list[Any] = []
         for k, (t, b) in new.items():
             blobs += [self._blob_field(k, new_versions[k]), _pack(["b", k, t], b)]
-        self._finish("put", "PUBLISH_PUT", thread, ns, token, checkpoint["id"],
-                     self._checkpoint_value(row, parent), "".join(f + "\n" for f in needed),
-                     self.settings.hot_keep, self.settings.ms("hot_ttl"), *blobs)
+        if leased:  # the answer is read later: until Redis runs it, the lease sends readers
+            # to PostgreSQL, so the caller need not wait for it
+            self._post("put", thread, ns, "PUBLISH_PUT", token, checkpoint["id"],
+                       self._checkpoint_value(row, parent), "".join(f + "\n" for f in needed),
+                       self.settings.hot_keep, self.settings.ms("hot_ttl"), *blobs)
         return {"configurable": {"thread_id": thread, "checkpoint_ns": ns,
                                  "checkpoint_id": checkpoint["id"]}}
 
@@ -601,18 +704,14 @@ class HybridSaver(BaseCheckpointSaver[str]):
         thread, ns, cid = _ns(config)
         upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
         rows = self.pg._dump_writes(thread, ns, cid, task_id, task_path, writes)
-        token = self._begin("put_writes", thread)
-        try:
-            with self.pg._cursor(pipeline=True) as cur:
-                cur.executemany(self.pg.UPSERT_CHECKPOINT_WRITES_SQL if upsert
-                                else self.pg.INSERT_CHECKPOINT_WRITES_SQL, rows)
-        except BaseException:
-            self._finish("put_writes", "DROP", thread, None, token)
-            raise
+        with self.pg._cursor(pipeline=True) as cur:
+            cur.executemany(self.pg.UPSERT_CHECKPOINT_WRITES_SQL if upsert
+                            else self.pg.INSERT_CHECKPOINT_WRITES_SQL, rows)
         pairs: list[Any] = []
         for *_, task, path, idx, channel, type_, blob in rows:
             pairs += [f"{task}\0{idx}", _pack(["w", task, channel, type_, path, idx], blob)]
-        self._finish("put_writes", "PUBLISH_WRITES", thread, ns, token, cid,
+        # No lease (see PUBLISH_WRITES); a failure marks the thread, dropped when Redis answers
+        self._finish("put_writes", "PUBLISH_WRITES", thread, ns, "", cid,
                      "1" if upsert else "0", self.settings.ms("hot_ttl"), *pairs)
 
     # --- whole-thread operations: lease, PostgreSQL, drop the thread's hot sets ------------

@@ -112,7 +112,7 @@ def _writer(index: int, redis_url: str, pg_url: str, threads: list[str], gate: s
                 time.sleep(PACE_S)
             except Exception as exc:
                 phase.failed += 1
-                phase.examples = (phase.examples + [repr(exc)[:160]])[:3]
+                phase.examples = [*phase.examples, repr(exc)[:160]][:3]
     Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases], "acked": acked}))
 
 
@@ -157,10 +157,10 @@ def _reader(index: int, redis_url: str, pg_url: str, threads: list[str], gate: s
                     why = f"{thread}: read {got_id}, deleted before the read began"
                 if why:
                     phase.stale += 1
-                    phase.examples = (phase.examples + [why])[:3]
+                    phase.examples = [*phase.examples, why][:3]
             except Exception as exc:
                 phase.failed += 1
-                phase.examples = (phase.examples + [repr(exc)[:160]])[:3]
+                phase.examples = [*phase.examples, repr(exc)[:160]][:3]
     Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases], "acked": []}))
 
 
@@ -198,7 +198,7 @@ def _deleter(index: int, redis_url: str, pg_url: str, threads: list[str], gate: 
                 phase.acked += 1
             except Exception as exc:
                 phase.failed += 1
-                phase.examples = (phase.examples + [repr(exc)[:160]])[:3]
+                phase.examples = [*phase.examples, repr(exc)[:160]][:3]
             time.sleep(0.02)
     Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases], "acked": []}))
 
