@@ -14,8 +14,12 @@ Never older than PostgreSQL (the scripts are in ``hybrid_scripts.py``):
 
 - A checkpoint write takes a *lease* on its thread in Redis before it commits to PostgreSQL,
   and publishes what it wrote (or drops the thread's hot sets: delete, prune, copy,
-  delete_for_runs) after the commit, releasing the lease in the same atomic script. A read that sees a lease goes to
-  PostgreSQL, so a commit whose Redis update is still on its way is never hidden by the cache.
+  delete_for_runs) after the commit, releasing the lease in the same atomic script. A read
+  that sees a lease goes to PostgreSQL, so a commit whose Redis update is still on its way is
+  never hidden by the cache. (``put`` sends the lease while its statements go out and commits
+  once Redis has answered; it returns without waiting for the publish: the lease covers it.)
+- ``put_writes`` takes no lease: pending writes never change which checkpoint is the latest,
+  and its publish is answered before the call returns.
 - A read that missed caches what PostgreSQL returned only if nothing was written to the thread
   since the miss (a per-thread generation counter) and no lease is held.
 - A lease past its deadline (its writer died, or froze, between the two steps) makes the next
