@@ -304,7 +304,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
         from redis.exceptions import NoScriptError
 
         script, pool = self._scripts[name], self.redis.connection_pool
-        conn = pool.get_connection()
+        conn = pool.get_connection()  # a failure to connect is _run's to report
         try:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             try:
@@ -394,15 +394,22 @@ class HybridSaver(BaseCheckpointSaver[str]):
             return None
         s = self.settings
         keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread)]
-        pool = self.redis.connection_pool
-        conn = pool.get_connection()
+        return self._send(keys, "BEGIN", token, s.ms("lease"), s.ms("hot_ttl"))
+
+    def _send(self, keys: list[str], name: str, *args: Any) -> Any:
+        """EVALSHA sent on a connection taken from the pool, its answer unread; None on a
+        failure (the caller then takes the slow path, which reports it)."""
+        s, pool = self.settings, self.redis.connection_pool
         try:
-            conn.send_command("EVALSHA", self._scripts["BEGIN"].sha, len(keys), *keys,
-                              self.epoch, int(time.time() * 1000), s.ms("guard"),
-                              s.ms("warmup"), token, s.ms("lease"), s.ms("hot_ttl"))
+            conn = pool.get_connection()  # it connects: a Redis that is down raises here
         except Exception:
-            pool.release(conn)
+            return None
+        try:
+            conn.send_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, self.epoch,
+                              int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), *args)
+        except Exception:
             conn.disconnect()
+            pool.release(conn)
             return None
         return conn
 
@@ -410,14 +417,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
         """Send a script whose answer ``_drain`` reads later (or run it now if sending fails)."""
         s = self.settings
         keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread, ns)]
-        pool = self.redis.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, self.epoch,
-                              int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), *args)
-        except Exception:
-            pool.release(conn)
-            conn.disconnect()
+        conn = self._send(keys, name, *args)
+        if conn is None:
             self._finish(op, name, thread, ns, *args)
             return
         with self._lock:

@@ -50,6 +50,7 @@ class Speed:
     resume_p50: Comparison
     write_p50: Comparison
     write_p99: Comparison
+    turn_p50: Comparison
     threads: int
     turns: int
     state_bytes: int  # the latest checkpoint's serialized messages, for scale
@@ -95,8 +96,16 @@ def measure_speed(redis_url: str, pg_url: str, *, threads: int = 20, turns: int 
                   "postgres": _writer(pg, "speed-write-postgres", template)}
         write_p50 = interleave(writes, calls // 2, k=rounds, q=50, by_call=True)
         write_p99 = interleave(writes, calls // 2, k=rounds, q=99, by_call=True)
+        message = {"messages": [("user", "and one more thing about that " * 3)]}
+        turn_cycles = {name: itertools.cycle([{"configurable": {"thread_id": f"{n}-{name}"}}
+                                              for n in names]) for name in graphs}
+        turn_p50 = interleave(
+            {name: (lambda g=g, c=turn_cycles[name]: g.invoke(message, next(c)))
+             for name, g in graphs.items()}, max(10, calls // 10), k=rounds, q=50,
+            by_call=True)
         size = len(pg.serde.dumps_typed(template.checkpoint["channel_values"]["messages"])[1])
-    return Speed(read_p50, read_p99, resume_p50, write_p50, write_p99, threads, turns, size)
+    return Speed(read_p50, read_p99, resume_p50, write_p50, write_p99, turn_p50, threads,
+                 turns, size)
 
 
 @dataclass
