@@ -36,7 +36,7 @@ m5: setup  ## Milestone 5: PostgreSQL at scale (pooling, indexes at 1M checkpoin
 m6: setup  ## Milestone 6: the Store (setup and search by meaning, cross-thread memory, 10 KB checkpoints)
 	$(PY) -m shared.runner m6
 
-m7: setup  ## Milestone 7: production mastery (the cost of tiering; the hot tier comes next)
+m7: setup  ## Milestone 7: a Redis hot tier over PostgreSQL that loses nothing, and the honest cost of tiering
 	$(PY) -m shared.runner m7
 
 all: setup  ## every milestone, then reports/witnesses.{json,md} and the README table

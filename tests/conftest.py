@@ -178,6 +178,9 @@ SMALL_SCALE: dict[str, dict[str, Any]] = {
     # 60 turns: the naive graph crosses 10 KB near turn 18, the hybrid's sawtooth repeats 10x
     "m6_store.s3_hybrid_memory": {"turns": 60},
     # 8 conversations x 6 turns (144 checkpoints a store), its own embedded Redis for the run
+    # its own DURABLE PostgreSQL: write overhead is judged against a server that fsyncs
+    "m7_mastery.s2_tiering": {"threads": 10, "calls": 100, "rounds": 3, "memory_threads": 10,
+                              "phase_s": 1.5, "peer_threads": 4, "peer_turns": 3},
     "m7_mastery.s3_cost": {"threads": 8, "turns": 6},
 }
 # Lessons that run on the session's PostgreSQL (DATABASE_URL) rather than a server of their own.
