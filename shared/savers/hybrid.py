@@ -16,10 +16,9 @@ Never older than PostgreSQL (the scripts are in ``hybrid_scripts.py``):
   and publishes what it wrote (or drops the thread's hot sets: delete, prune, copy,
   delete_for_runs) after the commit, releasing the lease in the same atomic script. A read
   that sees a lease goes to PostgreSQL, so a commit whose Redis update is still on its way is
-  never hidden by the cache. (``put`` sends the lease while its statements go out and commits
-  once Redis has answered; it returns without waiting for the publish: the lease covers it.)
-- ``put_writes`` takes no lease: pending writes never change which checkpoint is the latest,
-  and its publish is answered before the call returns.
+  never hidden by the cache. ``put`` and ``put_writes`` send the lease while their
+  statements go out and commit once Redis has answered; they return without waiting for the
+  publish: until Redis has run it, the lease sends readers to PostgreSQL.
 - A read that missed caches what PostgreSQL returned only if nothing was written to the thread
   since the miss (a per-thread generation counter) and no lease is held.
 - A lease past its deadline (its writer died, or froze, between the two steps) makes the next
@@ -263,8 +262,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
 
     # --- talking to Redis --------------------------------------------------------------------
 
-    def _keys(self, thread: str, ns: str | None = None) -> list[str]:
-        base = f"{self.settings.prefix}:{self.epoch}:{quote(thread, safe='')}"
+    def _keys(self, thread: str, ns: str | None, epoch: str) -> list[str]:
+        base = f"{self.settings.prefix}:{epoch}:{quote(thread, safe='')}"
         keys = [f"{base}:t", f"{base}:l"]
         if ns is not None:
             keys += [f"{base}|{quote(ns, safe='')}:h", f"{base}|{quote(ns, safe='')}:z"]
@@ -279,13 +278,14 @@ class HybridSaver(BaseCheckpointSaver[str]):
             raise _Bypass
         s = self.settings
         for _ in range(3):  # a new epoch is learnt from the answer, then asked again
-            keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen"]
-            if thread is not None:
-                keys += self._keys(thread, ns)
             try:
                 if (self._dirty or self._dirty_all) and name != "INVALIDATE":
-                    self._clean()
-                out = self._eval(name, keys, [self.epoch, int(time.time() * 1000), s.ms("guard"),
+                    self._clean()  # may learn a new epoch: the key names come after it
+                epoch = self.epoch  # one value for the names and the check (threads share it)
+                keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen"]
+                if thread is not None:
+                    keys += self._keys(thread, ns, epoch)
+                out = self._eval(name, keys, [epoch, int(time.time() * 1000), s.ms("guard"),
                                               s.ms("warmup"), *args])
             except _Bypass:
                 raise
@@ -324,18 +324,23 @@ class HybridSaver(BaseCheckpointSaver[str]):
         """Drop from Redis what it holds for threads we wrote without it (or everything)."""
         s = self.settings
         head = [f"{s.prefix}:epoch", f"{s.prefix}:seen"]
-        base = [self.epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup")]
         if self._dirty_all:
-            out = self._scripts["HEARTBEAT"](keys=head, args=[*base, "bump"])
+            out = self._scripts["HEARTBEAT"](keys=head, args=[
+                self.epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), "bump"])
             self.epoch, self._dirty_all = out[1].decode(), False
             self._dirty.clear()
             return
         threads = list(self._dirty)
-        out = self._scripts["INVALIDATE"](keys=head + [self._keys(t)[0] for t in threads],
-                                          args=base)
-        if out[0] == b"EPOCH":  # a new epoch holds nothing for them anyway
+        for _ in range(3):  # a new epoch may already hold them again (filled after it began)
+            epoch = self.epoch
+            out = self._scripts["INVALIDATE"](
+                keys=head + [self._keys(t, None, epoch)[0] for t in threads],
+                args=[epoch, int(time.time() * 1000), s.ms("guard"), s.ms("warmup")])
+            if out[0] != b"EPOCH":
+                self._dirty.difference_update(threads)
+                return
             self.epoch = out[1].decode()
-        self._dirty.difference_update(threads)
+        raise _Bypass  # the epoch kept changing: try again on the next call
 
     def _mark_dirty(self, thread: str) -> None:
         if len(self._dirty) >= DIRTY_LIMIT:
@@ -393,19 +398,19 @@ class HybridSaver(BaseCheckpointSaver[str]):
                 or not self.epoch:
             return None
         s = self.settings
-        keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread)]
-        return self._send(keys, "BEGIN", token, s.ms("lease"), s.ms("hot_ttl"))
+        return self._send(thread, None, "BEGIN", token, s.ms("lease"), s.ms("hot_ttl"))
 
-    def _send(self, keys: list[str], name: str, *args: Any) -> Any:
+    def _send(self, thread: str, ns: str | None, name: str, *args: Any) -> Any:
         """EVALSHA sent on a connection taken from the pool, its answer unread; None on a
         failure (the caller then takes the slow path, which reports it)."""
-        s, pool = self.settings, self.redis.connection_pool
+        s, pool, epoch = self.settings, self.redis.connection_pool, self.epoch
+        keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread, ns, epoch)]
         try:
             conn = pool.get_connection()  # it connects: a Redis that is down raises here
         except Exception:
             return None
         try:
-            conn.send_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, self.epoch,
+            conn.send_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, epoch,
                               int(time.time() * 1000), s.ms("guard"), s.ms("warmup"), *args)
         except Exception:
             conn.disconnect()
@@ -415,9 +420,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
 
     def _post(self, op: str, thread: str, ns: str, name: str, *args: Any) -> None:
         """Send a script whose answer ``_drain`` reads later (or run it now if sending fails)."""
-        s = self.settings
-        keys = [f"{s.prefix}:epoch", f"{s.prefix}:seen", *self._keys(thread, ns)]
-        conn = self._send(keys, name, *args)
+        conn = self._send(thread, ns, name, *args)
         if conn is None:
             self._finish(op, name, thread, ns, *args)
             return
@@ -443,7 +446,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
             if retry:
                 self._finish(op, name, thread, ns, *args)
 
-    def _await_begin(self, conn: Any, thread: str, token: str) -> bool:
+    def _await_begin(self, conn: Any, thread: str, token: str, op: str = "put") -> bool:
         """Whether the lease is held (the answer to ``_send_begin``, or BEGIN sent again)."""
         if conn is not None:
             pool = self.redis.connection_pool
@@ -455,7 +458,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
                 conn.disconnect()
             finally:
                 pool.release(conn)
-        return self._begin("put", thread, token) is not None
+        return self._begin(op, thread, token) is not None
 
     def _finish(self, op: str, name: str, thread: str, ns: str | None, token: str | None,
                 *args: Any) -> None:
@@ -709,15 +712,22 @@ class HybridSaver(BaseCheckpointSaver[str]):
         thread, ns, cid = _ns(config)
         upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
         rows = self.pg._dump_writes(thread, ns, cid, task_id, task_path, writes)
-        with self.pg._cursor(pipeline=True) as cur:
-            cur.executemany(self.pg.UPSERT_CHECKPOINT_WRITES_SQL if upsert
-                            else self.pg.INSERT_CHECKPOINT_WRITES_SQL, rows)
-        pairs: list[Any] = []
-        for *_, task, path, idx, channel, type_, blob in rows:
-            pairs += [f"{task}\0{idx}", _pack(["w", task, channel, type_, path, idx], blob)]
-        # No lease (see PUBLISH_WRITES); a failure marks the thread, dropped when Redis answers
-        self._finish("put_writes", "PUBLISH_WRITES", thread, ns, "", cid,
-                     "1" if upsert else "0", self.settings.ms("hot_ttl"), *pairs)
+        token = uuid.uuid4().hex
+        sent = self._send_begin(thread, token)  # as in put: held before the commit
+        try:
+            with self.pg._cursor(pipeline=True) as cur:
+                cur.executemany(self.pg.UPSERT_CHECKPOINT_WRITES_SQL if upsert
+                                else self.pg.INSERT_CHECKPOINT_WRITES_SQL, rows)
+                leased = self._await_begin(sent, thread, token, "put_writes")
+        except BaseException:
+            self._finish("put_writes", "DROP", thread, None, token)
+            raise
+        if leased:
+            pairs: list[Any] = []
+            for *_, task, path, idx, channel, type_, blob in rows:
+                pairs += [f"{task}\0{idx}", _pack(["w", task, channel, type_, path, idx], blob)]
+            self._post("put_writes", thread, ns, "PUBLISH_WRITES", token, cid,
+                       "1" if upsert else "0", self.settings.ms("hot_ttl"), *pairs)
 
     # --- whole-thread operations: lease, PostgreSQL, drop the thread's hot sets ------------
 

@@ -172,13 +172,14 @@ touch(ttl, T, H, Z)
 return {'OK'}
 """
 
-# After put_writes committed (no lease: writes never change which checkpoint is the latest,
-# and the caller has no answer until this returns). KEYS: epoch, seen, T, L, H, Z.
-# ARGV[5] unused, [6] id, [7] "1" upsert / "0" insert-if-absent, [8] ttl ms, [9..] field, value.
+# After put_writes committed. KEYS: epoch, seen, T, L, H, Z.
+# ARGV[5] token, [6] id, [7] "1" upsert / "0" insert-if-absent, [8] ttl ms, [9..] field, value.
 PUBLISH_WRITES = PROLOGUE + r"""
 local T, L, H, Z = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local cid = ARGV[6]
-redis.call('HINCRBY', T, 'gen', 1)  -- a fill that read PostgreSQL before these writes: refused
+local had = redis.call('ZREM', L, ARGV[5])
+redis.call('HINCRBY', T, 'gen', 1)
+if had == 0 then drop_thread(T) return {'LOST'} end
 -- LangGraph may save a task's writes before the checkpoint they belong to has landed: keep
 -- them for any id the hot set will take (>= floor); PUBLISH_PUT finds them there
 local floor = redis.call('HGET', H, 'floor')

@@ -105,6 +105,24 @@ def test_redis_killed_paused_flushed_loses_nothing(pg_db: str, tmp_path: Any,
         assert len(saver.get_tuple(config).checkpoint["channel_values"]["messages"]) == 8
 
 
+def test_pause_then_resume_never_serves_the_old_hot_set(pg_db: str, tmp_path: Any) -> None:
+    # A read right after Redis resumes once used key names from the old epoch with the new
+    # epoch's check, and served the hot set cached before the pause (1 run in 8 here).
+    logging.getLogger("shared.savers.hybrid").setLevel(logging.ERROR)
+    with embedded_redis(tmp_path / "redis") as server, HybridSaver.from_conn_strings(
+            server.url, pg_db, warmup=0.0, retry_after=0.2) as saver:
+        config = _chat(saver, "gina", 1)
+        for turn in range(2, 6):
+            assert saver.get_tuple(config) is not None  # cached before the pause
+            server.pause()
+            _chat(saver, "gina", 1)
+            server.resume()
+            time.sleep(0.3)
+            got = saver.get_tuple(config).checkpoint["channel_values"]["messages"]
+            assert len(got) == 2 * turn, f"turn {turn}: {len(got)} messages"
+    logging.getLogger("shared.savers.hybrid").setLevel(logging.NOTSET)
+
+
 def test_another_process_sees_every_write(redis_db: str, pg_db: str) -> None:
     with HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as a, \
             HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as b:
