@@ -505,10 +505,10 @@ class HybridSaver(BaseCheckpointSaver[str]):
         return f"w:{cid}\0{task_id}\0{idx}"
 
     @staticmethod
-    def _checkpoint_value(row: dict[str, Any], parent: str | None) -> bytes:
-        return _pack(["c", parent], json.dumps(
-            {"checkpoint": row["checkpoint"], "metadata": row["metadata"]},
-            separators=(",", ":")).encode())
+    def _checkpoint_value(row: dict[str, Any], parent: str | None,
+                          texts: tuple[str, str] | None = None) -> bytes:
+        c, m = texts or (json.dumps(row["checkpoint"]), json.dumps(row["metadata"]))
+        return _pack(["c", parent], f'{{"checkpoint":{c},"metadata":{m}}}'.encode())
 
     def _row_fields(self, row: dict[str, Any]) -> tuple[list[Any], str]:
         """HSET pairs caching one PostgreSQL row (SELECT_SQL's shape), and its id."""
@@ -681,6 +681,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
             new_versions: ChannelVersions) -> RunnableConfig:
         thread, ns, parent = _ns(config)
         row, new, needed = self._hot_put(config, checkpoint, metadata, new_versions)
+        # Dumped once, for PostgreSQL's JSONB columns and for Redis alike.
+        texts = (json.dumps(row["checkpoint"]), json.dumps(row["metadata"]))
         token = uuid.uuid4().hex
         sent = self._send_begin(thread, token)  # its round trip overlaps the statements
         try:
@@ -689,8 +691,10 @@ class HybridSaver(BaseCheckpointSaver[str]):
                     cur.executemany(self.pg.UPSERT_CHECKPOINT_BLOBS_SQL, [
                         (thread, ns, k, str(new_versions[k]), t, b) for k, (t, b) in new.items()])
                 cur.execute(self.pg.UPSERT_CHECKPOINTS_SQL, (
-                    thread, ns, checkpoint["id"], parent, Jsonb(row["checkpoint"]),
-                    Jsonb(row["metadata"])))
+                    thread, ns, checkpoint["id"], parent,
+                    Jsonb(row["checkpoint"], dumps=lambda _: texts[0]),
+                    Jsonb(row["metadata"], dumps=lambda _: texts[1])))
+                cur.connection.pgconn.flush()  # the server runs them while Redis answers
                 # The pipeline commits when this block ends: the lease is held before that.
                 leased = self._await_begin(sent, thread, token)
         except BaseException:
@@ -702,8 +706,9 @@ class HybridSaver(BaseCheckpointSaver[str]):
         if leased:  # the answer is read later: until Redis runs it, the lease sends readers
             # to PostgreSQL, so the caller need not wait for it
             self._post("put", thread, ns, "PUBLISH_PUT", token, checkpoint["id"],
-                       self._checkpoint_value(row, parent), "".join(f + "\n" for f in needed),
-                       self.settings.hot_keep, self.settings.ms("hot_ttl"), *blobs)
+                       self._checkpoint_value(row, parent, texts),
+                       "".join(f + "\n" for f in needed), self.settings.hot_keep,
+                       self.settings.ms("hot_ttl"), *blobs)
         return {"configurable": {"thread_id": thread, "checkpoint_ns": ns,
                                  "checkpoint_id": checkpoint["id"]}}
 
@@ -718,6 +723,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
             with self.pg._cursor(pipeline=True) as cur:
                 cur.executemany(self.pg.UPSERT_CHECKPOINT_WRITES_SQL if upsert
                                 else self.pg.INSERT_CHECKPOINT_WRITES_SQL, rows)
+                cur.connection.pgconn.flush()
                 leased = self._await_begin(sent, thread, token, "put_writes")
         except BaseException:
             self._finish("put_writes", "DROP", thread, None, token)

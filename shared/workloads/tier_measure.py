@@ -101,7 +101,7 @@ def measure_speed(redis_url: str, pg_url: str, *, threads: int = 20, turns: int 
                                               for n in names]) for name in graphs}
         turn_p50 = interleave(
             {name: (lambda g=g, c=turn_cycles[name]: g.invoke(message, next(c)))
-             for name, g in graphs.items()}, max(20, calls // 5), k=max(5, rounds), q=50,
+             for name, g in graphs.items()}, max(30, calls // 4), k=max(7, rounds), q=50,
             by_call=True)  # a turn is ~15 ms of mostly shared work: more samples, same cost
         size = len(pg.serde.dumps_typed(template.checkpoint["channel_values"]["messages"])[1])
     return Speed(read_p50, read_p99, resume_p50, write_p50, write_p99, turn_p50, threads,
