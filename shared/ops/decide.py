@@ -64,6 +64,8 @@ class Thresholds:
     pg_latency_p99_ms: float = 5.0
     pg_pool_waiting_for: str = "5m"
     pg_retries_per_s: float = 0.5
+    # the Redis hot tier (shared/savers/hybrid.py)
+    hot_errors_per_s: float = 0.1
 
     def with_(self, **changes: Any) -> Thresholds:
         """A copy with some thresholds changed (checked like the file)."""
@@ -87,6 +89,7 @@ _FILE_KEYS = {  # (section, key in the file) -> field
     ("postgres", "latency_p99_ms_above"): "pg_latency_p99_ms",
     ("postgres", "pool_waiting_for"): "pg_pool_waiting_for",
     ("postgres", "retries_per_s_above"): "pg_retries_per_s",
+    ("redis", "errors_per_s_above"): "hot_errors_per_s",
 }
 _DURATIONS = ("alert_window", "pg_pool_waiting_for")  # Prometheus ranges, not numbers
 _WHOLE = ("min_attempts", "servers", "pg_dead_tuples_min", "pg_cache_min_blocks")

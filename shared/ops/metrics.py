@@ -19,7 +19,13 @@ deploy/grafana):
 - ``ckpt_retries_total{backend,operation,reason}``: calls ``RetryingSaver``
   (shared/savers/retry.py) repeated after a transient error; ``reason`` is ``connection``,
   ``shutdown``, ``serialization``, ``deadlock`` or ``pool_timeout``
-  (``RetryingSaver(inner, metrics=metrics)``).
+  (``RetryingSaver(inner, metrics=metrics)``);
+- ``ckpt_hot_reads_total{backend,result}``: reads of ``HybridSaver``'s Redis hot tier
+  (shared/savers/hybrid.py); ``result`` is ``hit`` (answered from Redis), ``miss`` (read from
+  PostgreSQL, then cached) or ``bypass`` (Redis down, slow or recently failed);
+- ``ckpt_hot_tier_errors_total{backend,operation,reason}``: Redis calls of ``HybridSaver``
+  that failed, the request served by PostgreSQL; ``reason`` is ``timeout``, ``connection``
+  or ``foreign`` (a value under its keys that it did not write).
 
 Sizes are measured by serializing with the inner saver's own serde once more (for
 ``SqliteSaver`` this is the stored row exactly); ``measure_size=False`` skips it.
@@ -90,6 +96,11 @@ class CheckpointMetrics:
                               registry=r)
         self.retries = Counter("ckpt_retries", "Saver calls retried after a transient error",
                                ["backend", "operation", "reason"], registry=r)
+        self.hot_reads = Counter("ckpt_hot_reads", "Hot tier (Redis) reads by result",
+                                 ["backend", "result"], registry=r)
+        self.hot_errors = Counter("ckpt_hot_tier_errors", "Hot tier (Redis) calls that failed "
+                                  "and were served by PostgreSQL",
+                                  ["backend", "operation", "reason"], registry=r)
         for op in WRITE_OPS:  # export zeros from the start, so rate() has a baseline
             self.writes.labels(backend, op)
             self.errors.labels(backend, op, "locked")
@@ -99,6 +110,14 @@ class CheckpointMetrics:
     def retried(self, op: str, reason: str) -> None:
         """One retry of ``op`` by ``RetryingSaver`` (its ``metrics=``), for ``reason``."""
         self.retries.labels(self.backend, operation_name(op), reason).inc()
+
+    def hot_read(self, result: str) -> None:
+        """One ``HybridSaver`` read: ``hit``, ``miss`` or ``bypass`` (its ``metrics=``)."""
+        self.hot_reads.labels(self.backend, result).inc()
+
+    def hot_tier_error(self, op: str, reason: str) -> None:
+        """One failed Redis call of ``HybridSaver``, served by PostgreSQL instead."""
+        self.hot_errors.labels(self.backend, operation_name(op), reason).inc()
 
     def observe(self, op: str, seconds: float, size: int | None, error: BaseException | None,
                 ) -> None:

@@ -120,6 +120,14 @@ def render_postgres_rules(th: Thresholds) -> str:
         annotations:
           summary: "Saver {{{{ $labels.operation }}}} retried over {th.pg_retries_per_s:g}/s ({{{{ $labels.reason }}}}) for 5 minutes"
           description: "RetryingSaver hides transient failures from the graphs, not from you: a restart or failover lasts seconds; minutes mean a server, network or pool problem (ckpt health URL)."
+      - alert: CheckpointHotTierFailing
+        expr: sum by (reason) (rate(ckpt_hot_tier_errors_total{{backend="{b}"}}[{w}])) > {th.hot_errors_per_s:g}
+        for: 5m
+        labels:
+          severity: warn
+        annotations:
+          summary: "Redis hot tier failing over {th.hot_errors_per_s:g}/s ({{{{ $labels.reason }}}}) for 5 minutes"
+          description: "HybridSaver serves every request from PostgreSQL while Redis fails: nothing is lost, reads are slower and PostgreSQL carries the load. Check Redis (timeout: slow or paused; connection: down; foreign: another program writes under the saver's key prefix)."
 """  # noqa: E501 -- PromQL reads better on its lines
 
 
@@ -212,6 +220,13 @@ def render_grafana_dashboard(th: Thresholds) -> dict[str, Any]:
         panel(20, "Retries per saver call", f"sum(rate(ckpt_retries_total{{{b}}}[{w}])) / "
               f"clamp_min(sum(rate(ckpt_operation_seconds_count{{{b}}}[{w}])), 1e-9)",
               "percentunit", None, 12, 76),
+        row(104, "Redis hot tier (HybridSaver)", 84),
+        panel(21, "Reads answered from Redis", f"sum(rate(ckpt_hot_reads_total{{{b},"
+              f"result=\"hit\"}}[{w}])) / clamp_min(sum(rate(ckpt_hot_reads_total{{{b}}}"
+              f"[{w}])), 1e-9)", "percentunit", None, 0, 85),
+        panel(22, "Redis failures/s by reason (served by PostgreSQL)", f"sum by (reason) "
+              f"(rate(ckpt_hot_tier_errors_total{{{b}}}[{w}]))", "ops", th.hot_errors_per_s,
+              12, 85, legend=["{{reason}}"]),
     ]
 
     return {

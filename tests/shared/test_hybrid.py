@@ -123,6 +123,28 @@ def test_pause_then_resume_never_serves_the_old_hot_set(pg_db: str, tmp_path: An
     logging.getLogger("shared.savers.hybrid").setLevel(logging.NOTSET)
 
 
+def test_metrics_count_hits_misses_and_failures(pg_db: str, tmp_path: Any) -> None:
+    from shared.ops.metrics import CheckpointMetrics, registry_samples, value_of
+
+    metrics = CheckpointMetrics(backend="postgres")
+    with embedded_redis(tmp_path / "redis") as server, HybridSaver.from_conn_strings(
+            server.url, pg_db, warmup=0.0, metrics=metrics) as saver:
+        config = _chat(saver, "hana", 2)
+        saver.get_tuple(config)
+        server.kill()
+        saver.get_tuple(config)
+        samples = registry_samples(metrics.registry)
+        assert value_of(samples, "ckpt_hot_reads_total", backend="postgres", result="hit") >= 1
+        assert value_of(samples, "ckpt_hot_reads_total", backend="postgres", result="miss") >= 1
+        assert value_of(samples, "ckpt_hot_reads_total", backend="postgres",
+                        result="bypass") == 1  # Redis down: the read went to PostgreSQL
+        failures = sum(value_of(samples, "ckpt_hot_tier_errors_total", backend="postgres",
+                                operation=op, reason="connection")
+                       for op in ("get_tuple", "heartbeat"))  # whichever met it first
+        assert failures >= 1
+        server.restart()
+
+
 def test_another_process_sees_every_write(redis_db: str, pg_db: str) -> None:
     with HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as a, \
             HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as b:

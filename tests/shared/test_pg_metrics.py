@@ -227,7 +227,7 @@ def test_database_down_is_up_0_and_no_exception() -> None:
 
 PG_ALERTS = {"CheckpointPostgresDown", "CheckpointLatencyBudget", "CheckpointPoolWaiting",
              "CheckpointPostgresConnectionsNearMax", "CheckpointTableBloat",
-             "CheckpointCacheHitLow", "CheckpointRetriesSustained"}
+             "CheckpointCacheHitLow", "CheckpointRetriesSustained", "CheckpointHotTierFailing"}
 
 
 def pg_rules(text: str) -> dict[str, dict[str, Any]]:
@@ -263,10 +263,13 @@ def test_committed_postgres_rules_and_panels_follow_the_config() -> None:
     panels = panels_by_title(json.loads(DASHBOARD_FILE.read_text()))
     rows = [p["title"] for p in json.loads(DASHBOARD_FILE.read_text())["panels"]
             if p["type"] == "row"]
-    assert len(rows) == 4 and all(r.startswith("PostgreSQL") for r in rows)
+    assert len(rows) == 5 and all(r.startswith(("PostgreSQL", "Redis hot tier")) for r in rows)
     assert steps(panels["Retries/s by operation and reason"])[-1] == ("red",
                                                                       th.pg_retries_per_s)
     assert rules["CheckpointRetriesSustained"]["expr"].endswith(f"> {th.pg_retries_per_s:g}")
+    assert rules["CheckpointHotTierFailing"]["expr"].endswith(f"> {th.hot_errors_per_s:g}")
+    assert steps(panels["Redis failures/s by reason (served by PostgreSQL)"])[-1] == (
+        "red", th.hot_errors_per_s)
     assert steps(panels["Latency by operation p50 / p99"])[-1] == ("red",
                                                                    th.pg_latency_p99_ms / 1000)
     assert steps(panels["Connections used of max_connections"])[-1] == (
@@ -304,6 +307,8 @@ def test_every_metric_the_rules_and_dashboard_name_is_exported(pg_db: str,
     metrics.registry.register(PgCollector(pg_db, {"app": pool}))
     metrics.latency.labels(PG_BACKEND, "get_tuple").observe(0.001)
     metrics.retried("put", "connection_lost")
+    metrics.hot_read("hit")
+    metrics.hot_tier_error("get_tuple", "timeout")
     with serve_metrics(metrics.registry) as server:
         names = exported_names(scrape_text(server.url))
     used = set(re.findall(r"\b(ckpt_[a-z_]+)", RULES_FILE.read_text() +
