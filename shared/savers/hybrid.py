@@ -52,7 +52,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -869,7 +869,24 @@ DELETE_UNUSED_BLOBS_SQL = """
 class AsyncHybridSaver(HybridSaver):
     """``HybridSaver`` for ``graph.ainvoke``: the same saver; its async methods run the sync
     ones in worker threads (one Redis client and one PostgreSQL connection, both
-    thread-safe), so sync and async callers share one hot tier and one lease protocol."""
+    thread-safe), so sync and async callers share one hot tier and one lease protocol.
+
+        async with AsyncHybridSaver.from_conn_strings(redis_url, postgres_url) as saver:
+            await builder.compile(checkpointer=saver).ainvoke(inputs, config)
+    """
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_strings(cls, redis_url: str, postgres_url: str,  # type: ignore[override]
+                                **kwargs: Any) -> AsyncIterator[AsyncHybridSaver]:
+        """``HybridSaver.from_conn_strings`` as an async context manager (connects in a worker
+        thread, so the event loop never waits on a socket)."""
+        opener = HybridSaver.from_conn_strings.__func__(cls, redis_url, postgres_url, **kwargs)
+        saver = await asyncio.to_thread(opener.__enter__)
+        try:
+            yield saver
+        finally:
+            await asyncio.to_thread(opener.__exit__, None, None, None)
 
 
 __all__ = ["MAGIC", "AsyncHybridSaver", "HotSettings", "HotStats", "HybridSaver"]

@@ -145,6 +145,23 @@ def test_metrics_count_hits_misses_and_failures(pg_db: str, tmp_path: Any) -> No
         server.restart()
 
 
+async def test_async_saver_under_ainvoke(redis_db: str, pg_db: str) -> None:
+    from shared.savers.hybrid import AsyncHybridSaver
+
+    async with AsyncHybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as saver:
+        assert isinstance(saver, AsyncHybridSaver)
+        graph = build_chat_graph(saver)
+        config = {"configurable": {"thread_id": "ivan"}}
+        for i in range(3):
+            await graph.ainvoke({"messages": [("user", f"turn {i}")]}, config)
+        latest = await saver.aget_tuple(config)
+        assert len(latest.checkpoint["channel_values"]["messages"]) == 6
+        assert saver.stats.hits >= 2  # the turns after the first resumed from Redis
+        page = [t async for t in saver.alist({"configurable": {"thread_id": "ivan",
+                                                                "checkpoint_ns": ""}}, limit=4)]
+        assert len(page) == 4
+
+
 def test_another_process_sees_every_write(redis_db: str, pg_db: str) -> None:
     with HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as a, \
             HybridSaver.from_conn_strings(redis_db, pg_db, warmup=0.0) as b:
