@@ -7,9 +7,10 @@ growth of ``pg_total_relation_size`` (rows, TOAST, indexes) of the three checkpo
 between the first and the second half of the threads, over the checkpoints added: what one
 more checkpoint costs on disk, without the empty tables' fixed pages. Redis's figure is the
 sum of ``MEMORY USAGE`` over every key the saver wrote, over the checkpoints; its overhead is
-the growth of ``INFO memory`` ``used_memory`` over that sum. The hot figure is what the newest
-``hot_keep`` checkpoints of each thread occupy (their checkpoint, writes and referenced blob
-keys, and the thread's index).
+the growth of ``INFO memory`` ``used_memory`` over that sum. The hot figure is the tiered
+setup's own: the same conversations through ``HybridSaver`` (shared/savers/hybrid.py), the
+``MEMORY USAGE`` of every key it keeps for them in Redis over the checkpoints it holds there
+(each thread's newest ``hot_keep``, with their writes and blobs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.workloads.long_chat import conversation
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 PREFIX = "cost"
+HOT_PREFIX = "costhot"
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,21 @@ def _memory_usage(client: Any, keys: list[bytes]) -> int:
     return sum(int(v or 0) for v in pipe.execute())
 
 
-def _hot_keys(saver: Any, thread: str, hot_keep: int) -> set[bytes]:
-    """The keys the newest ``hot_keep`` checkpoints of ``thread`` need."""
-    keys: set[bytes] = {saver._key_index(thread, "").encode()}
-    config: Any = {"configurable": {"thread_id": thread}}
-    for tup in saver.list(config, limit=hot_keep):
-        cid = tup.config["configurable"]["checkpoint_id"]
-        keys.add(saver._key_checkpoint(thread, "", cid).encode())
-        keys.add(saver._key_writes(thread, "", cid).encode())
-        for channel, version in tup.checkpoint["channel_versions"].items():
-            keys.add(saver._key_blob(thread, "", channel, version).encode())
-    return keys
+def _hybrid_hot(pg_url: str, redis_url: str, client: Any, names: list[str],
+                texts: list[str], hot_keep: int) -> tuple[int, int]:
+    """(bytes of every key HybridSaver keeps for the threads, checkpoints it holds in Redis)."""
+    import time
+
+    from shared.savers.hybrid import HybridSaver
+
+    hot = [f"hot-{n}" for n in names]  # PostgreSQL was weighed already: new threads are fine
+    with HybridSaver.from_conn_strings(redis_url, pg_url, prefix=HOT_PREFIX, setup=False,
+                                       hot_keep=hot_keep) as saver:
+        time.sleep(saver.settings.warmup or 0)  # a new epoch caches nothing before this
+        _chat(build_chat_graph(saver), hot, texts)
+    keys = [k for k in client.scan_iter(match=f"{HOT_PREFIX}:*", count=1000) if b":hot-" in k]
+    held = sum(int(client.zcard(k)) for k in keys if k.endswith(b":z"))
+    return _memory_usage(client, keys), held
 
 
 def measure_sizes(pg_url: str, redis_url: str, threads: int = 20, turns: int = 10,
@@ -115,8 +121,8 @@ def measure_sizes(pg_url: str, redis_url: str, threads: int = 20, turns: int = 1
         used1 = int(client.info("memory")["used_memory"])
         keys = list(client.scan_iter(match=f"{PREFIX}:*", count=1000))
         key_bytes = _memory_usage(client, keys)
-        hot_bytes = sum(_memory_usage(client, sorted(_hot_keys(rsaver, t, hot_keep)))
-                        for t in names)
+        hot_bytes, hot_checkpoints = _hybrid_hot(pg_url, redis_url, client, names, texts,
+                                                 hot_keep)
         redis_count = sum(int(client.zcard(rsaver._key_index(t, ""))) for t in names)
         client.flushdb()
     finally:
@@ -125,7 +131,6 @@ def measure_sizes(pg_url: str, redis_url: str, threads: int = 20, turns: int = 1
     if redis_count != count2:
         raise RuntimeError(f"the same conversations gave {count2} checkpoints in PostgreSQL "
                            f"and {redis_count} in Redis")
-    hot_checkpoints = threads * min(hot_keep, count2 // threads)
     return Sizes(
         threads=threads, turns=turns, checkpoints=count2,
         checkpoints_per_turn=round(count2 / (threads * turns), 3),
@@ -133,5 +138,5 @@ def measure_sizes(pg_url: str, redis_url: str, threads: int = 20, turns: int = 1
         pg_row_bytes_per_checkpoint=round(rows / count2, 1),
         redis_bytes_per_checkpoint=round(key_bytes / count2, 1),
         redis_overhead=round((used1 - used0) / key_bytes, 3),
-        redis_hot_bytes_per_checkpoint=round(hot_bytes / hot_checkpoints, 1),
+        redis_hot_bytes_per_checkpoint=round(hot_bytes / max(1, hot_checkpoints), 1),
         hot_keep=hot_keep)
