@@ -10,6 +10,7 @@
     ckpt pg indexes URL [--apply]   # the indexes PostgresSaver's queries need (CONCURRENTLY)
     ckpt backup URL DIR [--verify]  # pg_dump of the checkpoint tables, then: ckpt restore DIR URL
     ckpt backup URL DIR --physical  # pg_basebackup; ckpt restore DIR PGDATA --physical --to-time T
+    ckpt hot REDIS_URL [--drop]     # what HybridSaver's hot tier holds; --drop after a restore
 
 ``DB`` is a SQLite checkpoint file; ``SRC``/``DST`` a file or a ``postgresql://`` URL. Bad
 input is one sentence on stderr and exit status 2; Ctrl-C is ``ckpt: interrupted``, exit 130.
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from shared.cli.backup import add_backup_commands
     from shared.cli.decide import add_decide_command
     from shared.cli.health import add_health_command
+    from shared.cli.hot import add_hot_command
     from shared.cli.inspect import add_inspect_command
     from shared.cli.migrate import add_migrate_commands
     from shared.cli.pg import add_pg_commands
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_health_command(sub)
     add_pg_commands(sub)
     add_backup_commands(sub)
+    add_hot_command(sub)
     return parser
 
 

@@ -823,6 +823,37 @@ class HybridSaver(BaseCheckpointSaver[str]):
             lambda: self.get_delta_channel_history(config=config, channels=channels))
 
 
+# --- the whole hot tier, for an operator (``ckpt hot``) -------------------------------------
+
+
+def hot_tier_status(client: Any, prefix: str = "ckpt:hot") -> dict[str, Any]:
+    """The current epoch and its age, why epochs began (counts by reason), and what the
+    current epoch holds: threads, hot sets, checkpoints, bytes (``MEMORY USAGE``)."""
+    raw = client.get(f"{prefix}:epoch")
+    epoch = raw.decode() if raw else None
+    why = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:epoch:why").items()}
+    threads = hot_sets = checkpoints = size = 0
+    if epoch:
+        pipe = client.pipeline(transaction=False)
+        for key in client.scan_iter(match=f"{prefix}:{epoch}:*", count=1000):
+            threads += key.endswith(b":t")
+            if key.endswith(b":z"):
+                hot_sets += 1
+                checkpoints += int(client.zcard(key))
+            pipe.memory_usage(key, samples=0)
+        size = sum(int(v or 0) for v in pipe.execute())
+    age = (time.time() * 1000 - int(epoch.split("-")[0])) / 1000 if epoch else None
+    return {"prefix": prefix, "epoch": epoch, "epoch_age_s": age, "epochs_begun": why,
+            "threads": threads, "hot_sets": hot_sets, "checkpoints": checkpoints,
+            "bytes": size}
+
+
+def drop_hot_tier(client: Any, prefix: str = "ckpt:hot") -> str:
+    """Begin a new epoch: nothing cached before is served again (it expires by TTL). Run it
+    after restoring PostgreSQL, whose history may now be older than what Redis holds."""
+    return client.register_script(lua.DROP_ALL)(keys=[f"{prefix}:epoch"]).decode()
+
+
 # The official schema has no copy or delete-by-run: these run on its tables as they are.
 COPY_THREAD_SQL = (
     """INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
@@ -889,4 +920,5 @@ class AsyncHybridSaver(HybridSaver):
             await asyncio.to_thread(opener.__exit__, None, None, None)
 
 
-__all__ = ["MAGIC", "AsyncHybridSaver", "HotSettings", "HotStats", "HybridSaver"]
+__all__ = ["MAGIC", "AsyncHybridSaver", "HotSettings", "HotStats", "HybridSaver",
+           "drop_hot_tier", "hot_tier_status"]

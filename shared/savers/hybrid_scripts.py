@@ -267,3 +267,14 @@ redis.call('HSET', T, 'k:' .. H, Z)
 touch(tonumber(ARGV[7]), T, H, Z)
 return {'OK'}
 """
+
+# ``ckpt hot --drop`` (after a restore or a point-in-time recovery): a new epoch at once, so
+# nothing cached before is ever served again. KEYS: epoch. Returns the new epoch.
+DROP_ALL = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = tostring(now) .. '-' .. tostring(redis.call('INCR', KEYS[1] .. ':n'))
+redis.call('SET', KEYS[1], epoch)
+redis.call('HINCRBY', KEYS[1] .. ':why', 'operator', 1)
+return epoch
+"""
