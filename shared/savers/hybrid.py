@@ -60,7 +60,6 @@ from urllib.parse import quote
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -75,6 +74,7 @@ from psycopg.types.json import Jsonb
 
 from shared.errors import CheckpointError
 from shared.savers import hybrid_scripts as lua
+from shared.savers.threaded import ThreadedAsync
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _ns(config: RunnableConfig) -> tuple[str, str, str | None]:
     return str(conf["thread_id"]), conf.get("checkpoint_ns", "") or "", get_checkpoint_id(config)
 
 
-class HybridSaver(BaseCheckpointSaver[str]):
+class HybridSaver(ThreadedAsync):
     """Redis hot tier over the official ``PostgresSaver`` (see the module docstring).
 
     ``redis`` is a ``redis.Redis`` client (socket timeouts are set from ``timeout`` when this
@@ -510,8 +510,8 @@ class HybridSaver(BaseCheckpointSaver[str]):
         c, m = texts or (json.dumps(row["checkpoint"]), json.dumps(row["metadata"]))
         return _pack(["c", parent], f'{{"checkpoint":{c},"metadata":{m}}}'.encode())
 
-    def _row_fields(self, row: dict[str, Any]) -> tuple[list[Any], str]:
-        """HSET pairs caching one PostgreSQL row (SELECT_SQL's shape), and its id."""
+    def _row_fields(self, row: dict[str, Any]) -> list[Any]:
+        """HSET pairs caching one PostgreSQL row (SELECT_SQL's shape)."""
         cid = row["checkpoint_id"]
         versions = row["checkpoint"].get("channel_versions", {})
         pairs: list[Any] = ["c:" + cid, self._checkpoint_value(row, row["parent_checkpoint_id"])]
@@ -529,7 +529,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
                                 path.decode(), int(idx)], blob)]
         pairs += ["v:" + cid, "".join(f + "\n" for f in blobs),
                   "wl:" + cid, "".join(f + "\n" for f in writes)]
-        return pairs, cid
+        return pairs
 
     def _decode(self, thread: str, ns: str, out: list[Any]
                 ) -> list[tuple[bytes, CheckpointTuple]]:
@@ -623,7 +623,7 @@ class HybridSaver(BaseCheckpointSaver[str]):
               complete: bool) -> None:
         pairs: list[Any] = []
         for row in rows:
-            pairs += self._row_fields(row)[0]
+            pairs += self._row_fields(row)
         floor = "" if complete else rows[-1]["checkpoint_id"]
         try:
             out = self._run("fill", "FILL", thread, ns, gen, floor, self.settings.ms("hot_ttl"),
@@ -783,44 +783,13 @@ class HybridSaver(BaseCheckpointSaver[str]):
             for sql in statements:
                 cur.execute(sql, params)
 
-    # --- async: the sync methods in a worker thread ------------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-                    before: RunnableConfig | None = None,
-                    limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
-        items = await asyncio.to_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
-        for item in items:
-            yield item
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
-                   metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                          task_id: str, task_path: str = "") -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+    # --- async: the sync methods in a worker thread (the rest: ThreadedAsync) -------------
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def aget_delta_channel_history(self, *, config: RunnableConfig,
-                                         channels: Sequence[str]
-                                         ) -> Mapping[str, DeltaChannelHistory]:
-        return await asyncio.to_thread(
-            lambda: self.get_delta_channel_history(config=config, channels=channels))
 
 
 # --- the whole hot tier, for an operator (``ckpt hot``) -------------------------------------
@@ -832,19 +801,16 @@ def hot_tier_status(client: Any, prefix: str = "ckpt:hot") -> dict[str, Any]:
     raw = client.get(f"{prefix}:epoch")
     epoch = raw.decode() if raw else None
     why = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:epoch:why").items()}
-    threads = hot_sets = checkpoints = size = 0
-    if epoch:
-        pipe = client.pipeline(transaction=False)
-        for key in client.scan_iter(match=f"{prefix}:{epoch}:*", count=1000):
-            threads += key.endswith(b":t")
-            if key.endswith(b":z"):
-                hot_sets += 1
-                checkpoints += int(client.zcard(key))
-            pipe.memory_usage(key, samples=0)
-        size = sum(int(v or 0) for v in pipe.execute())
+    from shared.infra.redis import memory_usage
+
+    keys = list(client.scan_iter(match=f"{prefix}:{epoch}:*", count=1000)) if epoch else []
+    hot_sets = [k for k in keys if k.endswith(b":z")]
+    threads = sum(k.endswith(b":t") for k in keys)
+    checkpoints = sum(int(client.zcard(k)) for k in hot_sets)
+    size = memory_usage(client, keys)
     age = (time.time() * 1000 - int(epoch.split("-")[0])) / 1000 if epoch else None
     return {"prefix": prefix, "epoch": epoch, "epoch_age_s": age, "epochs_begun": why,
-            "threads": threads, "hot_sets": hot_sets, "checkpoints": checkpoints,
+            "threads": threads, "hot_sets": len(hot_sets), "checkpoints": checkpoints,
             "bytes": size}
 
 

@@ -13,9 +13,10 @@ The official SQLite saver implements neither ``prune`` nor the async methods (th
   checkpoints become NULL, as in PostgresSaver; writes of deleted checkpoints go, and so do
   the threads' orphaned writes (no checkpoint row, id older than an hour). No VACUUM here.
 - ``aget_tuple``, ``alist``, ``aput``, ``aput_writes``, ``adelete_thread``, ``aprune`` and
-  ``aget_delta_channel_history`` run the sync methods in a worker thread. The sync saver
-  serialises every call through its lock, and its connection is opened with
-  ``check_same_thread=False``, so this is safe; it does not make SQLite concurrent.
+  ``aget_delta_channel_history`` run the sync methods in a worker thread (``ThreadedAsync``,
+  shared/savers/threaded.py). The sync saver serialises every call through its lock, and its
+  connection is opened with ``check_same_thread=False``, so this is safe; it does not make
+  SQLite concurrent.
 
 It passes ``langgraph-checkpoint-conformance`` for put, put_writes, get_tuple, list,
 delete_thread and prune (``tests/test_m2_pruning.py``).
@@ -23,20 +24,10 @@ delete_thread and prune (``tests/test_m2_pruning.py``).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
-)
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -44,11 +35,12 @@ from shared.savers.retention import RetentionPolicy
 from shared.savers.retention_apply import PruneResult, prune_now
 from shared.savers.rows import in_list
 from shared.savers.sqlite import open_sqlite_saver
+from shared.savers.threaded import ThreadedAsync
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
 
-class PrunableSqliteSaver(SqliteSaver):
+class PrunableSqliteSaver(ThreadedAsync, SqliteSaver):
     """A ``SqliteSaver`` with ``prune``/``aprune`` and async methods run in a worker thread."""
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -90,41 +82,6 @@ class PrunableSqliteSaver(SqliteSaver):
             except BaseException:
                 self.conn.rollback()
                 raise
-
-    # --- async API: the sync methods in a worker thread ------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-                    before: RunnableConfig | None = None,
-                    limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
-        # Materialised in the worker: the sync generator holds the saver's lock while it is
-        # suspended, and a caller writing between two items would then wait forever.
-        items = await asyncio.to_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
-        for item in items:
-            yield item
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
-                   metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                          task_id: str, task_path: str = "") -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
-
-    async def aget_delta_channel_history(
-            self, *, config: RunnableConfig,
-            channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
-        return await asyncio.to_thread(
-            lambda: self.get_delta_channel_history(config=config, channels=channels))
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.graph import build_chat_graph
 from shared.infra.postgres import connect
+from shared.infra.redis import memory_usage
 from shared.savers.postgres import open_postgres_saver
 from shared.savers.serde import graph_serde
 from shared.workloads.long_chat import conversation
@@ -68,13 +69,6 @@ def _pg_state(url: str) -> tuple[int, int, int]:
     return int(count), disk, rows
 
 
-def _memory_usage(client: Any, keys: list[bytes]) -> int:
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-    return sum(int(v or 0) for v in pipe.execute())
-
-
 def _hybrid_hot(pg_url: str, redis_url: str, client: Any, names: list[str],
                 texts: list[str], hot_keep: int) -> tuple[int, int]:
     """(bytes of every key HybridSaver keeps for the threads, checkpoints it holds in Redis)."""
@@ -89,7 +83,7 @@ def _hybrid_hot(pg_url: str, redis_url: str, client: Any, names: list[str],
         _chat(build_chat_graph(saver), hot, texts)
     keys = [k for k in client.scan_iter(match=f"{HOT_PREFIX}:*", count=1000) if b":hot-" in k]
     held = sum(int(client.zcard(k)) for k in keys if k.endswith(b":z"))
-    return _memory_usage(client, keys), held
+    return memory_usage(client, keys), held
 
 
 def measure_sizes(pg_url: str, redis_url: str, threads: int = 20, turns: int = 10,
@@ -120,7 +114,7 @@ def measure_sizes(pg_url: str, redis_url: str, threads: int = 20, turns: int = 1
         _chat(build_chat_graph(rsaver), names, texts)
         used1 = int(client.info("memory")["used_memory"])
         keys = list(client.scan_iter(match=f"{PREFIX}:*", count=1000))
-        key_bytes = _memory_usage(client, keys)
+        key_bytes = memory_usage(client, keys)
         hot_bytes, hot_checkpoints = _hybrid_hot(pg_url, redis_url, client, names, texts,
                                                  hot_keep)
         redis_count = sum(int(client.zcard(rsaver._key_index(t, ""))) for t in names)

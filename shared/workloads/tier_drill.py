@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,89 +84,82 @@ def _quiet() -> None:
     logging.getLogger("shared.savers.hybrid").setLevel(logging.ERROR)
 
 
-def _writer(index: int, redis_url: str, pg_url: str, threads: list[str], gate: str,
-            phase_s: float, out: str) -> None:
-    from shared.savers.hybrid import HybridSaver
+@dataclass
+class _Child:
+    """What one drill process works with."""
 
-    _quiet()
-    phases = [Phase(f) for f in FAULTS]
-    acked: list[list[Any]] = []
-    with HybridSaver.from_conn_strings(redis_url, pg_url, setup=False, **SETTINGS) as saver:
-        start = child_ready(gate, index)
-        end = start + phase_s * len(FAULTS)
-        turn = 0
-        while (now := time.time()) < end:
-            if now < start:
-                time.sleep(0.001)
-                continue
-            phase = phases[_phase_of(now, start, phase_s)]
-            thread = threads[turn % len(threads)]
-            turn += 1
-            config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-            try:
-                parent = saver.get_tuple(config)
-                ckpt, versions = _checkpoint(saver, parent, turn, f"w{index}")
-                saver.put(parent.config if parent else config, ckpt,
-                          {"source": "loop", "step": turn, "writer": index}, versions)
-                acked.append([thread, ckpt["id"], turn])
-                phase.acked += 1
-                time.sleep(PACE_S)
-            except Exception as exc:
-                phase.failed += 1
-                phase.examples = [*phase.examples, repr(exc)[:160]][:3]
-    Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases], "acked": acked}))
+    index: int
+    saver: Any
+    conn: Any  # its own PostgreSQL connection, for the judge's queries
+    threads: list[str]
+    rng: random.Random
+    acked: list[list[Any]] = field(default_factory=list)
 
 
-def _reader(index: int, redis_url: str, pg_url: str, threads: list[str], gate: str,
-            phase_s: float, out: str) -> None:
-    import psycopg
-
-    from shared.savers.hybrid import HybridSaver
-
-    _quiet()
-    phases = [Phase(f) for f in FAULTS]
-    rng = random.Random(index)
-    with HybridSaver.from_conn_strings(redis_url, pg_url, setup=False, **SETTINGS) as saver, \
-            psycopg.connect(pg_url, autocommit=True) as conn:
-        start = child_ready(gate, index)
-        end = start + phase_s * len(FAULTS)
-        while (now := time.time()) < end:
-            if now < start:
-                time.sleep(0.001)
-                continue
-            phase = phases[_phase_of(now, start, phase_s)]
-            thread = rng.choice(threads)
-            try:
-                began, newest = conn.execute(
-                    "SELECT clock_timestamp(), (SELECT checkpoint_id FROM checkpoints "
-                    "WHERE thread_id = %s AND checkpoint_ns = '' "
-                    "ORDER BY checkpoint_id DESC LIMIT 1)", (thread,)).fetchone()
-                hits = saver.stats.hits
-                got = saver.get_tuple({"configurable": {"thread_id": thread,
-                                                        "checkpoint_ns": ""}})
-                phase.reads += 1
-                phase.hot_hits += saver.stats.hits - hits
-                got_id = got.checkpoint["id"] if got else None
-                why = None
-                if newest and (got_id is None or got_id < newest) and conn.execute(
-                        "SELECT 1 FROM checkpoints WHERE thread_id = %s AND checkpoint_id = %s",
-                        (thread, newest)).fetchone():  # (not deleted while we read: a race)
-                    why = f"{thread}: read {got_id}, PostgreSQL had {newest}"
-                elif got_id and conn.execute(
-                        "SELECT 1 FROM drill_deleted WHERE checkpoint_id = %s "
-                        "AND deleted_at < %s", (got_id, began)).fetchone():
-                    why = f"{thread}: read {got_id}, deleted before the read began"
-                if why:
-                    phase.stale += 1
-                    phase.examples = [*phase.examples, why][:3]
-            except Exception as exc:
-                phase.failed += 1
-                phase.examples = [*phase.examples, repr(exc)[:160]][:3]
-    Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases], "acked": []}))
+def _write(c: _Child, phase: Phase, turn: int) -> None:
+    """Read a race thread's latest, put the next checkpoint on it."""
+    thread = c.threads[turn % len(c.threads)]
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    parent = c.saver.get_tuple(config)
+    ckpt, versions = _checkpoint(c.saver, parent, turn, f"w{c.index}")
+    c.saver.put(parent.config if parent else config, ckpt,
+                {"source": "loop", "step": turn, "writer": c.index}, versions)
+    c.acked.append([thread, ckpt["id"], turn])
+    phase.acked += 1
+    time.sleep(PACE_S)
 
 
-def _deleter(index: int, redis_url: str, pg_url: str, threads: list[str], gate: str,
-             phase_s: float, out: str) -> None:
+def _stale(c: _Child, thread: str) -> str | None:
+    """Read ``thread`` through the hot tier; why the answer is stale, or None."""
+    began, newest = c.conn.execute(
+        "SELECT clock_timestamp(), (SELECT checkpoint_id FROM checkpoints "
+        "WHERE thread_id = %s AND checkpoint_ns = '' "
+        "ORDER BY checkpoint_id DESC LIMIT 1)", (thread,)).fetchone()
+    got = c.saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    got_id = got.checkpoint["id"] if got else None
+    if newest and (got_id is None or got_id < newest) and c.conn.execute(
+            "SELECT 1 FROM checkpoints WHERE thread_id = %s AND checkpoint_id = %s",
+            (thread, newest)).fetchone():  # (not deleted while we read: a race)
+        return f"{thread}: read {got_id}, PostgreSQL had {newest}"
+    if got_id and c.conn.execute(
+            "SELECT 1 FROM drill_deleted WHERE checkpoint_id = %s AND deleted_at < %s",
+            (got_id, began)).fetchone():
+        return f"{thread}: read {got_id}, deleted before the read began"
+    return None
+
+
+def _read(c: _Child, phase: Phase, turn: int) -> None:
+    hits = c.saver.stats.hits
+    why = _stale(c, c.rng.choice(c.threads))
+    phase.reads += 1
+    phase.hot_hits += c.saver.stats.hits - hits
+    if why:
+        phase.stale += 1
+        phase.examples = [*phase.examples, why][:3]
+
+
+def _delete(c: _Child, phase: Phase, turn: int) -> None:
+    """Write a thread of its own, read it (now cached in Redis), delete or prune it, log it."""
+    thread = c.threads[turn % len(c.threads)]
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    try:
+        ckpt, versions = _checkpoint(c.saver, None, turn, "d")
+        c.saver.put(config, ckpt, {"source": "loop", "step": turn}, versions)
+        c.saver.get_tuple(config)
+        if turn % 2:
+            c.saver.delete_thread(thread)
+        else:
+            c.saver.prune([thread], strategy="delete")
+        c.conn.execute("INSERT INTO drill_deleted VALUES (%s, %s, clock_timestamp())",
+                       (thread, ckpt["id"]))
+        phase.acked += 1
+    finally:
+        time.sleep(0.02)
+
+
+def _child(step: Callable[[_Child, Phase, int], None], index: int, redis_url: str,
+           pg_url: str, threads: list[str], gate: str, phase_s: float, out: str) -> None:
+    """One drill process: ``step`` again and again through the phases, failures counted."""
     import psycopg
 
     from shared.savers.hybrid import HybridSaver
@@ -174,6 +168,7 @@ def _deleter(index: int, redis_url: str, pg_url: str, threads: list[str], gate: 
     phases = [Phase(f) for f in FAULTS]
     with HybridSaver.from_conn_strings(redis_url, pg_url, setup=False, **SETTINGS) as saver, \
             psycopg.connect(pg_url, autocommit=True) as conn:
+        c = _Child(index, saver, conn, threads, random.Random(index))
         start = child_ready(gate, index)
         end = start + phase_s * len(FAULTS)
         turn = 0
@@ -182,25 +177,14 @@ def _deleter(index: int, redis_url: str, pg_url: str, threads: list[str], gate: 
                 time.sleep(0.001)
                 continue
             phase = phases[_phase_of(now, start, phase_s)]
-            thread = threads[turn % len(threads)]
             turn += 1
-            config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
             try:
-                ckpt, versions = _checkpoint(saver, None, turn, "d")
-                saver.put(config, ckpt, {"source": "loop", "step": turn}, versions)
-                saver.get_tuple(config)  # now cached in Redis
-                if turn % 2:
-                    saver.delete_thread(thread)
-                else:
-                    saver.prune([thread], strategy="delete")
-                conn.execute("INSERT INTO drill_deleted VALUES (%s, %s, clock_timestamp())",
-                             (thread, ckpt["id"]))
-                phase.acked += 1
-            except Exception as exc:
+                step(c, phase, turn)
+            except Exception as exc:  # counted: the claim is that none happen
                 phase.failed += 1
                 phase.examples = [*phase.examples, repr(exc)[:160]][:3]
-            time.sleep(0.02)
-    Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases], "acked": []}))
+    Path(out).write_text(json.dumps({"phases": [p.__dict__ for p in phases],
+                                     "acked": c.acked}))
 
 
 def race_drill(server: EmbeddedRedis, pg_url: str, workdir: Path, *, writers: int = 2,
@@ -219,11 +203,11 @@ def race_drill(server: EmbeddedRedis, pg_url: str, workdir: Path, *, writers: in
     gone = [f"gone-{i}" for i in range(max(2, threads // 2))]
     workdir.mkdir(parents=True, exist_ok=True)
     gate = str(workdir / "gate")
-    plan = ([(_writer, race)] * writers + [(_reader, race + gone)] * readers
-            + [(_deleter, gone)])
+    plan = ([(_write, race)] * writers + [(_read, race + gone)] * readers
+            + [(_delete, gone)])
     outs = [workdir / f"child{i}.json" for i in range(len(plan))]
-    children = [fork_child(fn, i, server.url, pg_url, ths, gate, phase_s, str(outs[i]))
-                for i, (fn, ths) in enumerate(plan)]
+    children = [fork_child(_child, step, i, server.url, pg_url, ths, gate, phase_s,
+                           str(outs[i])) for i, (step, ths) in enumerate(plan)]
     try:
         start = open_gate(gate, children)
         _run_faults(server, start, phase_s, pause_s)

@@ -21,7 +21,7 @@ from langgraph.checkpoint.base.id import uuid6
 
 from shared.bench import Comparison, interleave
 from shared.graph import build_chat_graph
-from shared.infra.redis import redis_client
+from shared.infra.redis import memory_usage, redis_client
 from shared.savers.hybrid import HybridSaver
 from shared.savers.postgres import open_postgres_saver
 
@@ -127,13 +127,6 @@ def hot_keys(client: Any, prefix: str) -> list[bytes]:
     return list(client.scan_iter(match=f"{prefix}:*", count=1000))
 
 
-def _bytes(client: Any, keys: list[bytes]) -> int:
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-    return sum(v or 0 for v in pipe.execute())
-
-
 def _hot_checkpoints(client: Any, prefix: str, thread: str) -> int:
     return sum(client.zcard(k) for k in client.scan_iter(match=f"{prefix}:*:{thread}|*:z"))
 
@@ -152,8 +145,8 @@ def measure_memory(redis_url: str, pg_url: str, *, threads: int = 50, turns: int
         converse(hot, names, turns)
         keys = [k for k in hot_keys(client, prefix) if b":mem-" in k]
         used = client.info("memory")["used_memory"] - before
-        per_thread = _bytes(client, keys) / threads
-        checkpoints = sum(_hot_checkpoints(client, prefix, n) for n in names) / threads
+        per_thread = memory_usage(client, keys) / threads
+        checkpoints = sum(client.zcard(k) for k in keys if k.endswith(b":z")) / threads
         long_counts = []
         for _ in range(long_turns):  # 3 checkpoints a turn: past hot_keep after 4 turns
             converse(hot, ["mem-long"], 1)

@@ -26,7 +26,7 @@ from typing import Any
 
 from shared.bench import DEFAULT_WARMUP, Rounds, percentile, time_calls
 from shared.graph import build_chat_graph
-from shared.infra.redis import redis_client
+from shared.infra.redis import memory_usage, redis_client
 from shared.savers.hybrid import HybridSaver
 from shared.savers.serde import graph_serde
 
@@ -107,10 +107,7 @@ def peer_write_atomicity() -> str:
 def _footprint(client: Any, pattern: str, timelines: str) -> tuple[int, int, int]:
     """(keys, sum of MEMORY USAGE, checkpoints in the timeline sorted sets) under a pattern."""
     keys = list(client.scan_iter(match=pattern, count=1000))
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-    used = sum(int(v or 0) for v in pipe.execute())
+    used = memory_usage(client, keys)
     zkeys = list(client.scan_iter(match=timelines, count=1000))
     return len(keys), used, sum(int(client.zcard(k)) for k in zkeys)
 
