@@ -115,7 +115,14 @@ def main(workdir: Path | None = None, turns: int = 6, writer_seconds: float = 2.
         # Judged best round against best round (another process can only slow a round down);
         # the median of the round-by-round ratios is printed beside it.
         best = max(pg_rates) / max(max(lite_rates), 1e-9)
-        w.metric("writes_postgres_over_sqlite_at_8", round(best, 2), "x", ">= 1.25")
+        # Judged at full scale only: rounds shorter than 2 s measured 0.76x to 1.9x on a 2-core
+        # machine (both stores CPU-bound at 8 processes); printed otherwise.
+        judged = writer_seconds >= 2.0
+        w.metric("writes_postgres_over_sqlite_at_8", round(best, 2), "x",
+                 ">= 1.25" if judged else None)
+        if not judged:
+            w.note(f"PostgreSQL/SQLite writes/s at 8 processes is printed, not judged, with "
+                   f"{writer_seconds:g} s rounds: make m4 (2 s rounds) judges it.")
         w.metric("writes_postgres_over_sqlite_at_8_median", round(median(speedups), 2), "x")
         w.metric("p99_sqlite_over_postgres_at_8", round(median(ratios), 2), "x")
     with sqlite3.connect(db) as conn:  # what every new connection, the writers', gets

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import shared.witness
+from shared.bench import coverage_running
 from shared.errors import CheckpointError
 from shared.infra.postgres import DURABLE, create_database, durability, postgres_server
 from shared.infra.redis import embedded_redis
@@ -48,7 +49,14 @@ def show_speed(w: Witness, s: Speed) -> None:
     # Judged on each side's best round (the machine least disturbed), as 5.3 judges its
     # budget; the median of the round-by-round ratios is printed beside it.
     best = s.turn_p50["hybrid"].best / s.turn_p50["postgres"].best
-    w.metric("turn_p50_overhead", round(best, 2), "x", "<= 1.3")
+    # A coverage tracer (make test) also runs in LangGraph's writer threads, which it cannot
+    # pause from here, and slows this repository's code (the hot tier's), not LangGraph's.
+    judged = not coverage_running()
+    w.metric("turn_p50_overhead", round(best, 2), "x", "<= 1.3" if judged else None)
+    if not judged:
+        w.note("A coverage tracer is running: it slows the hot tier's code and not "
+               "PostgresSaver's, so the turn overhead is printed, not judged (python -m "
+               "m7_mastery.s2_tiering judges it).")
     w.metric("turn_p50_overhead_median_of_rounds",
              round(s.turn_p50.ratio("hybrid", "postgres"), 2), "x")
 

@@ -85,6 +85,34 @@ def p99(values: Sequence[float]) -> float:
     return percentile(values, 99)
 
 
+def coverage_running() -> bool:
+    """Whether a coverage tracer runs in this process (``make test``)."""
+    try:
+        from coverage import Coverage
+    except ImportError:  # pragma: no cover -- coverage is a dev dependency
+        return False
+    return Coverage.current() is not None
+
+
+def pause_tracing() -> Callable[[], None]:
+    """Stop coverage's tracer (when ``make test`` runs one) and return what starts it again.
+
+    The tracer slows the repository's own code several-fold and the libraries' not at all,
+    which biases any timing that compares the two. Outside coverage this does nothing. A
+    timed child process calls it once it starts its clock and never resumes: what it recorded
+    before is saved when it exits.
+    """
+    try:
+        from coverage import Coverage
+    except ImportError:  # pragma: no cover -- coverage is a dev dependency
+        return lambda: None
+    cov = Coverage.current()
+    if cov is None:
+        return lambda: None
+    cov.stop()
+    return cov.start
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the garbage collector inside the block; restore its previous state after."""

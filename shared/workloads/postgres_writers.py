@@ -31,7 +31,7 @@ import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg_pool import ConnectionPool
 
-from shared.bench import percentile
+from shared.bench import pause_tracing, percentile
 from shared.graph import build_chat_graph
 from shared.proc import child_ready, close_gate, fork_child, join_children, open_gate, read_results
 from shared.savers.pooling import SAVER_KWARGS, open_saver_pool
@@ -151,6 +151,7 @@ def _pg_writer(url: str, out: str, gate: str, seconds: float, payload_bytes: int
         config: dict[str, Any] = {"configurable": {"thread_id": f"pg-writer-{index}",
                                                    "checkpoint_ns": ""}}
         start_at = child_ready(gate, index)  # every writer's pool open: all start together
+        pause_tracing()  # timed from here: no coverage tracer in the way (see shared.bench)
         while time.time() < start_at:
             time.sleep(0.001)
         while time.time() < start_at + seconds:

@@ -31,7 +31,7 @@ from typing import Any
 from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
-from shared.bench import percentile
+from shared.bench import pause_tracing, percentile
 from shared.proc import child_ready, close_gate, fork_child, join_children, open_gate
 from shared.savers import open_sqlite_saver
 
@@ -94,6 +94,7 @@ def _writer(db: str, out: str, gate: str, seconds: float, busy_timeout_ms: int,
             write_json(Path(out + ".url"), {"url": server.url})
         config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
         start_at = child_ready(gate, seed)  # every writer connected: all start together
+        pause_tracing()  # timed from here: no coverage tracer in the way (see shared.bench)
         while time.time() < start_at:
             time.sleep(0.001)
         rng = random.Random(seed)

@@ -19,7 +19,7 @@ from typing import Any
 
 from langgraph.checkpoint.base.id import uuid6
 
-from shared.bench import Comparison, interleave
+from shared.bench import Comparison, interleave, pause_tracing
 from shared.graph import build_chat_graph
 from shared.infra.redis import memory_usage, redis_client
 from shared.savers.hybrid import HybridSaver
@@ -80,6 +80,7 @@ def measure_speed(redis_url: str, pg_url: str, *, threads: int = 20, turns: int 
             open_postgres_saver(pg_url) as pg:
         converse(hot, names, turns)
         time.sleep(hot.settings.warmup or 0)  # a fresh epoch serves nothing before this
+        resume = pause_tracing()  # our code against the library's: no tracer on ours only
         hot_reads, cold_reads, other_reads = _cycle(names), _cycle(names), _cycle(names)
         reads = {"hybrid": lambda: hot.get_tuple(next(hot_reads)),
                  "postgres": lambda: pg.get_tuple(next(cold_reads)),
@@ -103,6 +104,7 @@ def measure_speed(redis_url: str, pg_url: str, *, threads: int = 20, turns: int 
             {name: (lambda g=g, c=turn_cycles[name]: g.invoke(message, next(c)))
              for name, g in graphs.items()}, max(30, calls // 4), k=max(7, rounds), q=50,
             by_call=True)  # a turn is ~15 ms of mostly shared work: more samples, same cost
+        resume()
         size = len(pg.serde.dumps_typed(template.checkpoint["channel_values"]["messages"])[1])
     return Speed(read_p50, read_p99, resume_p50, write_p50, write_p99, turn_p50, threads,
                  turns, size)

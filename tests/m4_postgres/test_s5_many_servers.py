@@ -22,7 +22,10 @@ def test_4_7_many_servers(lesson_run: RunLesson) -> None:
         assert w[f"sqlite.procs{procs}.writes_per_s"].value > 0
         assert w[f"sqlite.procs{procs}.p99_ms"].value > 0
         assert w[f"sqlite.procs{procs}.errors"].value == 0  # 5 s busy timeout: it queues
-    assert w["writes_postgres_over_sqlite_at_8"].value >= 1.25  # best rounds of 5 interleaved
+    # best rounds of 5 interleaved; judged (>= 1.25) by make m4's 2 s rounds, printed here
+    assert w["writes_postgres_over_sqlite_at_8"].value > 0
+    assert w["writes_postgres_over_sqlite_at_8"].target is None
+    assert any("printed, not judged" in n for n in w.notes)
     assert w["writes_postgres_over_sqlite_at_8_median"].value > 0  # printed beside it
     assert w["p99_sqlite_over_postgres_at_8"].value > 0  # printed, not judged: see the lesson
     assert any("fsync=" in line for line in w.evidence)

@@ -18,7 +18,11 @@ def test_7_2_tiering(lesson_run: RunLesson) -> None:
     assert w["resume_p50_speedup"].value > 1
     assert w["read_p99_speedup"].value > 0
     # what it costs: a whole turn within 1.3x; put alone printed
-    assert w["turn_p50_overhead"].value <= 1.3
+    if w["turn_p50_overhead"].target:  # judged unless a coverage tracer runs (make test)
+        assert w["turn_p50_overhead"].value <= 1.3
+    else:
+        assert w["turn_p50_overhead"].value > 0
+        assert any("coverage tracer" in n for n in w.notes)
     assert w["turn_p50_overhead_median_of_rounds"].value > 0
     assert w["put_p50_overhead"].value > 0 and w["put_p99_overhead"].value > 0
     # Redis memory: per thread, bounded, and idle threads leave
